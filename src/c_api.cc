@@ -1,0 +1,230 @@
+// The C ABI: validates every argument, records the error text, translates to the C++ ops and
+// turns exceptions into status codes. No arithmetic on data happens here.
+
+#include "simdattn.h"
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "src/ops/ops.h"
+#include "src/threading.h"
+
+namespace simdattn {
+namespace {
+
+thread_local std::string t_last_error;  // a new thread starts with ""
+
+simdattn_status Ok() {
+  t_last_error.clear();
+  return SIMDATTN_OK;
+}
+
+// First failure wins: later checks are skipped once one failed.
+class Validator {
+ public:
+  explicit Validator(const char* function) : function_(function) {}
+
+  bool ok() const { return status_ == SIMDATTN_OK; }
+  simdattn_status status() const { return status_; }
+
+  __attribute__((format(printf, 4, 5))) Validator& Require(bool condition, simdattn_status status,
+                                                            const char* fmt, ...) {
+    if (!ok() || condition) return *this;
+    char buf[512];
+    va_list args;
+    va_start(args, fmt);
+    std::vsnprintf(buf, sizeof(buf), fmt, args);
+    va_end(args);
+    status_ = status;
+    t_last_error = std::string(function_) + ": " + buf;
+    return *this;
+  }
+
+  Validator& Flag(int32_t value, const char* name) {
+    return Require(value == 0 || value == 1, SIMDATTN_ERR_BAD_ARGUMENT, "%s must be 0 or 1 (got %d)",
+                   name, static_cast<int>(value));
+  }
+  Validator& NonNegative(int64_t value, const char* name) {
+    return Require(value >= 0, SIMDATTN_ERR_BAD_SHAPE, "%s must be >= 0 (got %lld)", name,
+                   static_cast<long long>(value));
+  }
+  // CBLAS rule: ld >= max(1, row_length).
+  Validator& LeadingDim(int64_t ld, int64_t row_length, const char* name, const char* what) {
+    const int64_t min = row_length > 1 ? row_length : 1;
+    return Require(ld >= min, SIMDATTN_ERR_BAD_SHAPE, "%s must be >= max(1, %s) = %lld (got %lld)",
+                   name, what, static_cast<long long>(min), static_cast<long long>(ld));
+  }
+  // *extent = elements spanned by `rows` rows of `cols` elements `ld` apart (0 if empty), with the
+  // byte size representable in int64.
+  Validator& Extent(int64_t rows, int64_t cols, int64_t ld, const char* name, int64_t* extent) {
+    *extent = 0;
+    if (!ok() || rows == 0 || cols == 0) return *this;
+    int64_t span = 0, bytes = 0;
+    const bool overflow = __builtin_mul_overflow(rows - 1, ld, &span) ||
+                          __builtin_add_overflow(span, cols, &span) ||
+                          __builtin_mul_overflow(span, static_cast<int64_t>(sizeof(float)), &bytes);
+    Require(!overflow, SIMDATTN_ERR_BAD_SHAPE,
+            "%s spans %lld rows of %lld elements with leading dimension %lld: overflows int64",
+            name, static_cast<long long>(rows), static_cast<long long>(cols),
+            static_cast<long long>(ld));
+    if (ok()) *extent = span;
+    return *this;
+  }
+  // *total = (count - 1) * stride + extent (0 if count or extent is 0), overflow-checked.
+  Validator& Batched(int64_t count, int64_t stride, int64_t extent, const char* name,
+                     int64_t* total) {
+    *total = 0;
+    if (!ok() || count == 0 || extent == 0) return *this;
+    int64_t span = 0, bytes = 0;
+    const bool overflow = __builtin_mul_overflow(count - 1, stride, &span) ||
+                          __builtin_add_overflow(span, extent, &span) ||
+                          __builtin_mul_overflow(span, static_cast<int64_t>(sizeof(float)), &bytes);
+    Require(!overflow, SIMDATTN_ERR_BAD_SHAPE, "%s: %lld matrices %lld elements apart overflow int64",
+            name, static_cast<long long>(count), static_cast<long long>(stride));
+    if (ok()) *total = span;
+    return *this;
+  }
+  Validator& NotNull(const void* p, int64_t elements, const char* name) {
+    return Require(p != nullptr || elements == 0, SIMDATTN_ERR_NULL_POINTER,
+                   "%s is NULL but has %lld elements", name, static_cast<long long>(elements));
+  }
+  // Output [out, out + out_n) must not share a byte with input [in, in + in_n).
+  Validator& NoOverlap(const void* out, int64_t out_n, const char* out_name, const void* in,
+                       int64_t in_n, const char* in_name, size_t elem = sizeof(float)) {
+    if (!ok() || out_n == 0 || in_n == 0) return *this;
+    const auto o = reinterpret_cast<uintptr_t>(out), i = reinterpret_cast<uintptr_t>(in);
+    const bool overlap = o < i + static_cast<uintptr_t>(in_n) * elem &&
+                         i < o + static_cast<uintptr_t>(out_n) * sizeof(float);
+    return Require(!overlap, SIMDATTN_ERR_BAD_ARGUMENT, "%s overlaps %s", out_name, in_name);
+  }
+
+ private:
+  const char* function_;
+  simdattn_status status_ = SIMDATTN_OK;
+};
+
+// Runs an op, mapping exceptions to status codes.
+template <class F>
+simdattn_status Run(const char* function, F&& op) {
+  try {
+    op();
+    return Ok();
+  } catch (const std::bad_alloc&) {
+    t_last_error = std::string(function) + ": out of memory for scratch buffers";
+    return SIMDATTN_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    t_last_error = std::string(function) + ": internal error: " + e.what();
+    return SIMDATTN_ERR_INTERNAL;
+  } catch (...) {
+    t_last_error = std::string(function) + ": internal error: unknown exception";
+    return SIMDATTN_ERR_INTERNAL;
+  }
+}
+
+}  // namespace
+}  // namespace simdattn
+
+using simdattn::Validator;
+
+extern "C" {
+
+const char* simdattn_status_name(simdattn_status s) {
+  switch (s) {
+    case SIMDATTN_OK: return "SIMDATTN_OK";
+    case SIMDATTN_ERR_NULL_POINTER: return "SIMDATTN_ERR_NULL_POINTER";
+    case SIMDATTN_ERR_BAD_SHAPE: return "SIMDATTN_ERR_BAD_SHAPE";
+    case SIMDATTN_ERR_BAD_ARGUMENT: return "SIMDATTN_ERR_BAD_ARGUMENT";
+    case SIMDATTN_ERR_OUT_OF_MEMORY: return "SIMDATTN_ERR_OUT_OF_MEMORY";
+    case SIMDATTN_ERR_INTERNAL: return "SIMDATTN_ERR_INTERNAL";
+  }
+  return "SIMDATTN_UNKNOWN_STATUS";
+}
+
+const char* simdattn_last_error(void) { return simdattn::t_last_error.c_str(); }
+
+const char* simdattn_version(void) { return SIMDATTN_VERSION_STRING; }
+
+const char* simdattn_simd_target(void) { return simdattn::SimdTarget(); }
+
+simdattn_status simdattn_set_num_threads(int32_t n) {
+  Validator v("simdattn_set_num_threads");
+  v.Require(n >= 0 && n <= 4096, SIMDATTN_ERR_BAD_ARGUMENT,
+            "n must be in [0, 4096] (0 = all hardware threads), got %d", static_cast<int>(n));
+  if (!v.ok()) return v.status();
+  return simdattn::Run("simdattn_set_num_threads", [&] { simdattn::SetNumThreads(n); });
+}
+
+int32_t simdattn_get_num_threads(void) { return simdattn::NumThreads(); }
+
+simdattn_status simdattn_sgemm_batched(int32_t trans_a, int32_t trans_b, int64_t batch, int64_t m,
+                                       int64_t n, int64_t k, float alpha, const float* a,
+                                       int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
+                                       int64_t stride_b, float beta, float* c, int64_t ldc,
+                                       int64_t stride_c) {
+  Validator v("simdattn_sgemm");
+  v.Flag(trans_a, "trans_a").Flag(trans_b, "trans_b");
+  v.NonNegative(batch, "batch").NonNegative(m, "m").NonNegative(n, "n").NonNegative(k, "k");
+  v.LeadingDim(lda, trans_a ? m : k, "lda", trans_a ? "m" : "k");
+  v.LeadingDim(ldb, trans_b ? k : n, "ldb", trans_b ? "k" : "n");
+  v.LeadingDim(ldc, n, "ldc", "n");
+  v.NonNegative(stride_a, "stride_a").NonNegative(stride_b, "stride_b");
+  v.NonNegative(stride_c, "stride_c");
+  int64_t ext_a = 0, ext_b = 0, ext_c = 0, all_a = 0, all_b = 0, all_c = 0;
+  const bool reads_ab = m > 0 && n > 0 && k > 0;
+  v.Extent(trans_a ? k : m, trans_a ? m : k, lda, "A", &ext_a);
+  v.Extent(trans_b ? n : k, trans_b ? k : n, ldb, "B", &ext_b);
+  v.Extent(m, n, ldc, "C", &ext_c);
+  v.Batched(batch, stride_a, ext_a, "A", &all_a).Batched(batch, stride_b, ext_b, "B", &all_b);
+  v.Batched(batch, stride_c, ext_c, "C", &all_c);
+  if (!v.ok()) return v.status();
+  if (batch == 0 || m == 0 || n == 0) return simdattn::Ok();
+  v.NotNull(a, reads_ab ? all_a : 0, "A").NotNull(b, reads_ab ? all_b : 0, "B");
+  v.NotNull(c, all_c, "C");
+  v.Require(batch == 1 || stride_c >= ext_c, SIMDATTN_ERR_BAD_ARGUMENT,
+            "stride_c (%lld) is smaller than one C matrix ((m - 1) * ldc + n = %lld): batch "
+            "entries would overlap",
+            static_cast<long long>(stride_c), static_cast<long long>(ext_c));
+  if (reads_ab) {
+    v.NoOverlap(c, all_c, "C", a, all_a, "A").NoOverlap(c, all_c, "C", b, all_b, "B");
+  }
+  if (!v.ok()) return v.status();
+  simdattn::GemmArgs g;
+  g.trans_a = trans_a == 1;
+  g.trans_b = trans_b == 1;
+  g.m = m, g.n = n, g.k = k, g.alpha = alpha, g.beta = beta;
+  g.a = a, g.lda = lda, g.stride_a = stride_a;
+  g.b = b, g.ldb = ldb, g.stride_b = stride_b;
+  g.c = c, g.ldc = ldc, g.stride_c = stride_c;
+  g.batch = batch;
+  return simdattn::Run("simdattn_sgemm", [&] { simdattn::Sgemm(g); });
+}
+
+simdattn_status simdattn_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k,
+                               float alpha, const float* a, int64_t lda, const float* b,
+                               int64_t ldb, float beta, float* c, int64_t ldc) {
+  return simdattn_sgemm_batched(trans_a, trans_b, 1, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c,
+                                ldc, 0);
+}
+
+simdattn_status simdattn_softmax(int64_t rows, int64_t cols, const float* x, int64_t ld_x,
+                                 float* y, int64_t ld_y) {
+  Validator v("simdattn_softmax");
+  v.NonNegative(rows, "rows").NonNegative(cols, "cols");
+  v.LeadingDim(ld_x, cols, "ld_x", "cols").LeadingDim(ld_y, cols, "ld_y", "cols");
+  int64_t ext_x = 0, ext_y = 0;
+  v.Extent(rows, cols, ld_x, "x", &ext_x).Extent(rows, cols, ld_y, "y", &ext_y);
+  if (!v.ok()) return v.status();
+  if (rows == 0 || cols == 0) return simdattn::Ok();
+  v.NotNull(x, ext_x, "x").NotNull(y, ext_y, "y");
+  const bool in_place = x == y && ld_x == ld_y;
+  if (!in_place) v.NoOverlap(y, ext_y, "y", x, ext_x, "x (only y == x with ld_y == ld_x may alias)");
+  if (!v.ok()) return v.status();
+  return simdattn::Run("simdattn_softmax",
+                       [&] { simdattn::Softmax(rows, cols, x, ld_x, y, ld_y); });
+}
+
+}  // extern "C"

@@ -1,0 +1,173 @@
+// Per-target GEMM building blocks in the BLIS layering: packing of op(B) into NR-column
+// micro-panels, packing of a transposed A into MR-row micro-panels, the MR x NR register-tile
+// microkernel and the macro-kernel that sweeps it over one block of C.
+// No threads, no allocation, no argument checks: src/ops owns those. The attention ops reuse
+// MicroKernel with A read in place (K rows, V columns) and B packed from Q^T or P^T.
+
+#if defined(SIMDATTN_SRC_KERNELS_GEMM_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SIMDATTN_SRC_KERNELS_GEMM_INL_H_
+#undef SIMDATTN_SRC_KERNELS_GEMM_INL_H_
+#else
+#define SIMDATTN_SRC_KERNELS_GEMM_INL_H_
+#endif
+
+#include <stddef.h>
+#include <string.h>
+
+#include <algorithm>
+
+#include "hwy/highway.h"
+#include "src/kernels/common-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace simdattn {
+namespace HWY_NAMESPACE {
+
+#if HWY_TARGET <= HWY_AVX3
+// 32 vector registers: 8 x 2 accumulators + 2 B vectors + 1 broadcast = 19; 16 independent
+// FMA chains cover 2 pipes x 4-cycle latency twice.
+constexpr size_t kMR = 8;
+#else
+// 16 vector registers (AVX2, SSE4): 6 x 2 accumulators + 2 B + 1 broadcast = 15.
+constexpr size_t kMR = 6;
+#endif
+constexpr size_t kNV = 2;  // vectors per row of the register tile; NR = kNV * Lanes
+
+HWY_INLINE size_t NR() { return kNV * hn::Lanes(DF()); }
+
+// C[r, c] = alpha * sum_{p < kc} A(r, p) * b[p * NR + c] + beta * C[r, c]
+// for r < mr <= kMR, c < nr <= NR; A(r, p) = a[r * a_rs + p * a_cs].
+// b: packed micro-panel, kc rows of NR floats (lanes >= nr are ignored). Rows of A >= mr are
+// never read. beta == 0: C is not read. Each C element is one fused chain over p in order.
+HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t a_rs, size_t a_cs,
+                            const float* HWY_RESTRICT b, float* HWY_RESTRICT c, size_t ldc,
+                            float alpha, float beta, size_t mr, size_t nr) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const float* HWY_RESTRICT rows[kMR];
+  for (size_t r = 0; r < kMR; ++r) rows[r] = a + std::min(r, mr - 1) * a_rs;
+  VF acc0[kMR], acc1[kMR];
+  for (size_t r = 0; r < kMR; ++r) {
+    acc0[r] = hn::Zero(d);
+    acc1[r] = hn::Zero(d);
+  }
+  size_t pa = 0;
+  for (size_t p = 0; p < kc; ++p, pa += a_cs, b += kNV * N) {
+    const VF b0 = hn::LoadU(d, b);
+    const VF b1 = hn::LoadU(d, b + N);
+    for (size_t r = 0; r < kMR; ++r) {
+      const VF ar = hn::Set(d, rows[r][pa]);
+      acc0[r] = hn::MulAdd(ar, b0, acc0[r]);
+      acc1[r] = hn::MulAdd(ar, b1, acc1[r]);
+    }
+  }
+  const VF valpha = hn::Set(d, alpha);
+  const VF vbeta = hn::Set(d, beta);
+  for (size_t r = 0; r < kMR; ++r) {
+    if (r >= mr) break;
+    float* HWY_RESTRICT crow = c + r * ldc;
+    VF out0 = hn::Mul(acc0[r], valpha);
+    VF out1 = hn::Mul(acc1[r], valpha);
+    if (nr == kNV * N) {
+      if (beta != 0.0f) {
+        out0 = hn::MulAdd(vbeta, hn::LoadU(d, crow), out0);
+        out1 = hn::MulAdd(vbeta, hn::LoadU(d, crow + N), out1);
+      }
+      hn::StoreU(out0, d, crow);
+      hn::StoreU(out1, d, crow + N);
+      continue;
+    }
+    if (beta != 0.0f) out0 = hn::MulAdd(vbeta, LoadUpTo(d, crow, nr, 0.0f), out0);
+    StoreUpTo(out0, d, crow, nr);
+    if (nr > N) {
+      if (beta != 0.0f) out1 = hn::MulAdd(vbeta, LoadUpTo(d, crow + N, nr - N, 0.0f), out1);
+      StoreUpTo(out1, d, crow + N, nr - N);
+    }
+  }
+}
+
+// Packs op(B)[0:kc, 0:nc] into ceil(nc / NR) micro-panels of kc x NR floats, zero padded, one
+// after another. op(B)(p, j) = b[p * b_rs + j * b_cs] with b_cs == 1 (rows of op(B) contiguous)
+// or b_rs == 1 (columns contiguous: the transposed case).
+HWY_INLINE void PackB(size_t kc, size_t nc, const float* HWY_RESTRICT b, size_t b_rs,
+                      size_t b_cs, float* HWY_RESTRICT out) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const size_t nr_full = NR();
+  for (size_t j0 = 0; j0 < nc; j0 += nr_full, out += kc * nr_full) {
+    const size_t w = std::min(nr_full, nc - j0);
+    if (b_cs == 1) {
+      const float* src = b + j0;
+      for (size_t p = 0; p < kc; ++p, src += b_rs) {
+        float* dst = out + p * nr_full;
+        if (w == nr_full) {
+          hn::StoreU(hn::LoadU(d, src), d, dst);
+          hn::StoreU(hn::LoadU(d, src + N), d, dst + N);
+        } else {
+          hn::StoreU(LoadUpTo(d, src, w, 0.0f), d, dst);
+          hn::StoreU(w > N ? LoadUpTo(d, src + N, w - N, 0.0f) : hn::Zero(d), d, dst + N);
+        }
+      }
+    } else {
+      for (size_t j = 0; j < w; ++j) {
+        const float* src = b + (j0 + j) * b_cs;
+        for (size_t p = 0; p < kc; ++p) out[p * nr_full + j] = src[p * b_rs];
+      }
+      for (size_t j = w; j < nr_full; ++j) {
+        for (size_t p = 0; p < kc; ++p) out[p * nr_full + j] = 0.0f;
+      }
+    }
+  }
+}
+
+// Packs a transposed A block, op(A)(i, p) = a[p * lda + i] for i < mc, p < kc, into
+// ceil(mc / kMR) micro-panels of kc x kMR floats (zero padded): read back with a_rs = 1,
+// a_cs = kMR, panel stride kc * kMR.
+HWY_INLINE void PackATransposed(size_t kc, size_t mc, const float* HWY_RESTRICT a, size_t lda,
+                                float* HWY_RESTRICT out) {
+  for (size_t i0 = 0; i0 < mc; i0 += kMR, out += kc * kMR) {
+    const size_t h = std::min(kMR, mc - i0);
+    for (size_t p = 0; p < kc; ++p) {
+      memcpy(out + p * kMR, a + p * lda + i0, h * sizeof(float));
+      for (size_t r = h; r < kMR; ++r) out[p * kMR + r] = 0.0f;
+    }
+  }
+}
+
+// C[0:mc, 0:nc] = alpha * A B + beta * C over one KC slice: A(r, p) = a[r * a_rs + p * a_cs]
+// with MR-row panel i starting at a + i * a_panel; bp holds ceil(nc / NR) packed panels of
+// kc x NR. Loop order JR outside IR: one B micro-panel (kc * NR floats) stays in L1 while the
+// A block streams from L2.
+HWY_INLINE void MacroKernel(size_t mc, size_t nc, size_t kc, const float* a, size_t a_rs,
+                            size_t a_cs, size_t a_panel, const float* bp, float* c, size_t ldc,
+                            float alpha, float beta) {
+  const size_t nr_full = NR();
+  for (size_t j0 = 0; j0 < nc; j0 += nr_full, bp += kc * nr_full) {
+    const size_t nr = std::min(nr_full, nc - j0);
+    const float* ap = a;
+    for (size_t i0 = 0; i0 < mc; i0 += kMR, ap += a_panel) {
+      MicroKernel(kc, ap, a_rs, a_cs, bp, c + i0 * ldc + j0, ldc, alpha, beta,
+                  std::min(kMR, mc - i0), nr);
+    }
+  }
+}
+
+// C[0:mc, 0:nc] = beta * C (zeros when beta == 0, C not read): the k == 0 case.
+HWY_INLINE void ScaleBlock(size_t mc, size_t nc, float beta, float* c, size_t ldc) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const VF vbeta = hn::Set(d, beta);
+  for (size_t i = 0; i < mc; ++i) {
+    float* row = c + i * ldc;
+    for (size_t j = 0; j < nc; j += N) {
+      const VF v = beta == 0.0f ? hn::Zero(d) : hn::Mul(vbeta, LoadUpTo(d, row + j, nc - j, 0.0f));
+      StoreUpTo(v, d, row + j, nc - j);
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace simdattn
+HWY_AFTER_NAMESPACE();
+
+#endif  // SIMDATTN_SRC_KERNELS_GEMM_INL_H_

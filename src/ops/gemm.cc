@@ -1,0 +1,128 @@
+// SGEMM op: plans tiles of C, runs them on the library's arena, and dispatches the per-target
+// Goto/BLIS loops (kernels/gemm-inl.h) inside each tile.
+//
+// Blocking (per tile): for PC over K in kKC slices { pack op(B) for the tile's columns;
+//   for IC over the tile's rows in kMC blocks { for JR { for IR { microkernel }}}}.
+// Parallelism is over batch x row tiles x column tiles only; every C element accumulates its
+// k-sum in the same order whatever the tiling, so results never depend on the thread count.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/ops/gemm.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include "hwy/highway.h"
+#include "src/kernels/gemm-inl.h"
+#include "src/ops/ops.h"
+#include "src/threading.h"
+
+#ifndef SIMDATTN_OPS_GEMM_ONCE_
+#define SIMDATTN_OPS_GEMM_ONCE_
+namespace simdattn {
+// 256 x NR(32) floats = 32 KiB: one packed B micro-panel stays in L1 (32-48 KiB) during IR.
+constexpr int64_t kKC = 256;
+// 192 x 256 floats = 192 KiB of A per IC block: fits L2 (1-2 MiB) with the packed B panels.
+constexpr int64_t kMC = 192;
+// Widest column tile: its packed B slice, kKC x 2048 floats = 2 MiB, stays in L2/L3.
+constexpr int64_t kNC = 2048;
+
+struct GemmTile {
+  int64_t batch_index, i0, i1, j0, j1;
+};
+}  // namespace simdattn
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace simdattn {
+namespace HWY_NAMESPACE {
+
+const char* TargetNameImpl() { return hwy::TargetName(HWY_TARGET); }
+
+void GemmGeometryImpl(int64_t* mr, int64_t* nr) {
+  *mr = static_cast<int64_t>(kMR);
+  *nr = static_cast<int64_t>(NR());
+}
+
+void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
+  const float* a = g.a + t.batch_index * g.stride_a;
+  const float* b = g.b + t.batch_index * g.stride_b;
+  float* c = g.c + t.batch_index * g.stride_c + t.i0 * g.ldc + t.j0;
+  const size_t mt = static_cast<size_t>(t.i1 - t.i0);
+  const size_t nt = static_cast<size_t>(t.j1 - t.j0);
+  const size_t ldc = static_cast<size_t>(g.ldc);
+  if (g.k == 0) {
+    ScaleBlock(mt, nt, g.beta, c, ldc);
+    return;
+  }
+  const size_t nr = NR();
+  const size_t lda = static_cast<size_t>(g.lda), ldb = static_cast<size_t>(g.ldb);
+  float* bpack = ThreadScratch(0, kKC * ((nt + nr - 1) / nr) * nr);
+  float* apack = g.trans_a ? ThreadScratch(1, kKC * ((kMC + kMR - 1) / kMR) * kMR) : nullptr;
+  // op(B)(p, j) strides, and the first column of this tile.
+  const size_t b_rs = g.trans_b ? 1 : ldb, b_cs = g.trans_b ? ldb : 1;
+  const float* b_tile = b + t.j0 * static_cast<int64_t>(b_cs);
+  for (int64_t pc = 0; pc < g.k; pc += kKC) {
+    const size_t kc = static_cast<size_t>(std::min(kKC, g.k - pc));
+    const float beta = pc == 0 ? g.beta : 1.0f;
+    PackB(kc, nt, b_tile + pc * static_cast<int64_t>(b_rs), b_rs, b_cs, bpack);
+    for (size_t ic = 0; ic < mt; ic += kMC) {
+      const size_t mc = std::min<size_t>(kMC, mt - ic);
+      const size_t row = static_cast<size_t>(t.i0) + ic;
+      if (g.trans_a) {
+        PackATransposed(kc, mc, a + pc * g.lda + row, lda, apack);
+        MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, bpack, c + ic * ldc, ldc, g.alpha, beta);
+      } else {
+        MacroKernel(mc, nt, kc, a + row * lda + pc, lda, 1, kMR * lda, bpack, c + ic * ldc, ldc,
+                    g.alpha, beta);
+      }
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace simdattn
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace simdattn {
+
+HWY_EXPORT(TargetNameImpl);
+HWY_EXPORT(GemmGeometryImpl);
+HWY_EXPORT(GemmTileImpl);
+
+const char* SimdTarget() { return HWY_DYNAMIC_DISPATCH(TargetNameImpl)(); }
+
+namespace {
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+void Sgemm(const GemmArgs& g) {
+  int64_t mr = 0, nr = 0;
+  HWY_DYNAMIC_DISPATCH(GemmGeometryImpl)(&mr, &nr);
+  // Aim for two tiles per thread (load balance) but no tile under ~64^3 FMAs when avoidable;
+  // split columns first: that costs nothing extra, while splitting rows re-packs B.
+  const int threads = NumThreads();
+  const double flops = static_cast<double>(g.m) * g.n * std::max<int64_t>(g.k, 1);
+  const int64_t by_size = std::max<int64_t>(1, static_cast<int64_t>(flops / (48.0 * 48 * 48)));
+  const int64_t want = std::min<int64_t>(threads > 1 ? 2 * threads : 1, by_size * g.batch);
+  const int64_t per_matrix = CeilDiv(want, g.batch);
+  const int64_t units_m = CeilDiv(g.m, mr), units_n = CeilDiv(g.n, nr);
+  int64_t n_tiles = std::max(CeilDiv(g.n, kNC), std::min(units_n, per_matrix));
+  int64_t m_tiles = std::min(units_m, CeilDiv(per_matrix, n_tiles));
+  const int64_t tile_n = CeilDiv(units_n, n_tiles) * nr;
+  const int64_t tile_m = CeilDiv(units_m, m_tiles) * mr;
+  n_tiles = CeilDiv(g.n, tile_n);
+  m_tiles = CeilDiv(g.m, tile_m);
+  const int64_t per = m_tiles * n_tiles;
+  ParallelFor(g.batch * per, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bi = task / per, rest = task % per;
+      const int64_t ti = rest / n_tiles, tj = rest % n_tiles;
+      GemmTile t{bi, ti * tile_m, std::min(g.m, (ti + 1) * tile_m), tj * tile_n,
+                 std::min(g.n, (tj + 1) * tile_n)};
+      HWY_DYNAMIC_DISPATCH(GemmTileImpl)(g, t);
+    }
+  });
+}
+
+}  // namespace simdattn
+#endif  // HWY_ONCE

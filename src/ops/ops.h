@@ -1,0 +1,62 @@
+// Internal C++ entry points of the ops. c_api.cc validates every argument before calling these;
+// ops plan blocks, run them in parallel (threading.h) and dispatch to the best Highway target.
+// Preconditions here are the validated C API contracts: sizes > 0 unless stated, no overflow.
+#ifndef SIMDATTN_SRC_OPS_OPS_H_
+#define SIMDATTN_SRC_OPS_OPS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace simdattn {
+
+// Highway target name chosen by dynamic dispatch, e.g. "AVX3".
+const char* SimdTarget();
+
+// One (possibly batched) GEMM, CBLAS row-major semantics:
+// C_i = alpha * op(A_i) op(B_i) + beta * C_i with X_i = x + i * stride_x.
+struct GemmArgs {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  const float* a = nullptr;
+  int64_t lda = 0, stride_a = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0, stride_b = 0;
+  float* c = nullptr;
+  int64_t ldc = 0, stride_c = 0;
+  int64_t batch = 1;
+};
+// Requires m, n, batch >= 1 (k may be 0). Deterministic for any thread count.
+void Sgemm(const GemmArgs& args);
+
+// Row-wise stable softmax; rows, cols >= 1; y == x allowed when ld_y == ld_x.
+void Softmax(int64_t rows, int64_t cols, const float* x, int64_t ld_x, float* y, int64_t ld_y);
+
+// Scaled dot-product attention over [batch, heads, seq, d] tensors with explicit strides (all
+// resolved: never zero-means-contiguous here). Sizes validated by c_api: batch, heads, q_len >= 1,
+// kv_len >= 0, d_k >= 1, d_v >= 0; scale > 0 and finite; heads % kv_heads == 0.
+struct Strides4 {
+  int64_t batch = 0, head = 0, seq = 0;
+};
+struct SdpaArgs {
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  float* out = nullptr;
+  int64_t batch = 0, heads = 0, kv_heads = 0, q_len = 0, kv_len = 0, d_k = 0, d_v = 0;
+  float scale = 1.0f;
+  int causal = 0;                 // SIMDATTN_CAUSAL_*
+  Strides4 q_s, k_s, v_s, out_s;  // element strides; feature stride is 1
+  const float* mask = nullptr;    // additive, [batch, heads, q_len, kv_len] via mask_s (kv stride 1)
+  Strides4 mask_s;
+  const int64_t* kv_lens = nullptr;       // [batch] or null
+  const uint8_t* key_padding = nullptr;   // internal (MHSA): [batch, kv_len], nonzero = masked
+  int64_t key_padding_batch_stride = 0;
+  float* lse = nullptr;      // [batch, heads, q_len] contiguous, or null
+  float* weights = nullptr;  // [batch, heads, q_len, kv_len] contiguous, or null
+};
+void Sdpa(const SdpaArgs& args);
+
+}  // namespace simdattn
+
+#endif  // SIMDATTN_SRC_OPS_OPS_H_

@@ -1,0 +1,33 @@
+# Shared set-up for tools/run-tests and tools/run-bench (sourced, not run).
+# Debian packages the build, tests and benchmarks need.
+SIMDATTN_DEBS=(g++ pkg-config meson ninja-build libhwy-dev libtbb-dev libopenblas-dev doctest-dev
+  libbenchmark-dev libdnnl-dev python3-numpy python3-torch)
+
+simdattn_install_deps() {
+  local missing=()
+  for p in "${SIMDATTN_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "Installing missing Debian packages: ${missing[*]}"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo=(sudo)
+    else
+      echo "error: missing packages (${missing[*]}) and not root: run as root or install them" >&2
+      return 1
+    fi
+  fi
+  "${sudo[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# simdattn_build DIR [meson setup args...]: configures DIR once, then builds it.
+simdattn_build() {
+  local dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@"
+  fi
+  ninja -C "$dir"
+}
