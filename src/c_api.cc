@@ -3,7 +3,10 @@
 
 #include "simdattn.h"
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <utility>
 #include <cstdarg>
 #include <cstdio>
 #include <exception>
@@ -86,6 +89,46 @@ class Validator {
     Require(!overflow, SIMDATTN_ERR_BAD_SHAPE, "%s: %lld matrices %lld elements apart overflow int64",
             name, static_cast<long long>(count), static_cast<long long>(stride));
     if (ok()) *total = span;
+    return *this;
+  }
+  // *span = elements spanned by a [batch, heads, seq, inner] tensor with the given strides
+  // (0 if empty); strides must be >= 0 and the byte extent representable in int64.
+  Validator& Span4(const int64_t sizes[3], const simdattn_strides& st, int64_t inner,
+                   const char* name, int64_t* span) {
+    *span = 0;
+    const int64_t strides[3] = {st.batch, st.head, st.seq};
+    static const char* const kDims[3] = {"batch", "head", "seq"};
+    for (int i = 0; i < 3; ++i) {
+      Require(strides[i] >= 0, SIMDATTN_ERR_BAD_SHAPE, "%s strides.%s must be >= 0 (got %lld)",
+              name, kDims[i], static_cast<long long>(strides[i]));
+    }
+    if (!ok() || inner == 0 || sizes[0] == 0 || sizes[1] == 0 || sizes[2] == 0) return *this;
+    int64_t total = inner, term = 0, bytes = 0;
+    bool overflow = false;
+    for (int i = 0; i < 3; ++i) {
+      overflow = overflow || __builtin_mul_overflow(sizes[i] - 1, strides[i], &term) ||
+                 __builtin_add_overflow(total, term, &total);
+    }
+    overflow = overflow || __builtin_mul_overflow(total, static_cast<int64_t>(sizeof(float)), &bytes);
+    Require(!overflow, SIMDATTN_ERR_BAD_SHAPE, "%s: its extent overflows int64", name);
+    if (ok()) *span = total;
+    return *this;
+  }
+  // Distinct [batch, head, seq] rows of `inner` elements must not share an element (an output
+  // written through strides).
+  Validator& RowsDisjoint(const int64_t sizes[3], const simdattn_strides& st, int64_t inner,
+                          const char* name) {
+    if (!ok() || inner == 0) return *this;
+    std::pair<int64_t, int64_t> dims[3] = {{st.batch, sizes[0]}, {st.head, sizes[1]}, {st.seq, sizes[2]}};
+    std::sort(std::begin(dims), std::end(dims));  // by stride
+    int64_t extent = inner;
+    for (const auto& [stride, size] : dims) {
+      if (size <= 1) continue;
+      Require(stride >= extent, SIMDATTN_ERR_BAD_ARGUMENT,
+              "%s strides make distinct rows overlap (stride %lld < extent %lld)", name,
+              static_cast<long long>(stride), static_cast<long long>(extent));
+      extent = stride * (size - 1) + extent;
+    }
     return *this;
   }
   Validator& NotNull(const void* p, int64_t elements, const char* name) {
@@ -225,6 +268,134 @@ simdattn_status simdattn_softmax(int64_t rows, int64_t cols, const float* x, int
   if (!v.ok()) return v.status();
   return simdattn::Run("simdattn_softmax",
                        [&] { simdattn::Softmax(rows, cols, x, ld_x, y, ld_y); });
+}
+
+}  // extern "C"
+
+namespace {
+
+// Zero strides -> contiguous [batch, heads, seq, inner].
+simdattn_strides ResolveStrides(simdattn_strides st, int64_t heads, int64_t seq, int64_t inner) {
+  if (st.batch == 0 && st.head == 0 && st.seq == 0) {
+    st.seq = inner;
+    st.head = seq * inner;
+    st.batch = heads * seq * inner;
+  }
+  return st;
+}
+
+simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
+  simdattn::Strides4 s;
+  s.batch = st.batch, s.head = st.head, s.seq = st.seq;
+  return s;
+}
+
+// Sizes of a contiguous product, overflow-checked by the caller's Span4 before use.
+int64_t Elements(int64_t a, int64_t b, int64_t c, int64_t d) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
+      __builtin_mul_overflow(r, d, &r)) {
+    return -1;
+  }
+  return r;
+}
+
+}  // namespace
+
+extern "C" {
+
+void simdattn_sdpa_options_init(simdattn_sdpa_options* options) {
+  if (options == nullptr) return;
+  *options = simdattn_sdpa_options{};
+  options->struct_size = sizeof(simdattn_sdpa_options);
+}
+
+simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, float* out,
+                              int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
+                              int64_t d_k, int64_t d_v, const simdattn_sdpa_options* options) {
+  Validator val("simdattn_sdpa");
+  simdattn_sdpa_options o;
+  simdattn_sdpa_options_init(&o);
+  if (options != nullptr) {
+    val.Require(options->struct_size >= sizeof(simdattn_sdpa_options), SIMDATTN_ERR_BAD_ARGUMENT,
+                 "options->struct_size (%zu) is smaller than sizeof(simdattn_sdpa_options) (%zu): "
+                 "call simdattn_sdpa_options_init",
+                 options->struct_size, sizeof(simdattn_sdpa_options));
+    if (!val.ok()) return val.status();
+    o = *options;
+  }
+  val.NonNegative(batch, "batch").NonNegative(heads, "heads").NonNegative(q_len, "q_len");
+  val.NonNegative(kv_len, "kv_len").NonNegative(d_v, "d_v");
+  val.Require(d_k >= 1, SIMDATTN_ERR_BAD_SHAPE, "d_k must be >= 1 (got %lld): the scale is undefined",
+              static_cast<long long>(d_k));
+  val.NonNegative(o.kv_heads, "options->kv_heads");
+  const int64_t kv_heads = o.kv_heads == 0 ? heads : o.kv_heads;
+  val.Require(kv_heads == 0 || heads % kv_heads == 0, SIMDATTN_ERR_BAD_SHAPE,
+              "heads (%lld) must be a multiple of options->kv_heads (%lld)",
+              static_cast<long long>(heads), static_cast<long long>(kv_heads));
+  val.Require(o.causal >= 0 && o.causal <= 2, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->causal must be 0, 1 or 2 (got %d)", static_cast<int>(o.causal));
+  val.Require(std::isfinite(o.scale) && o.scale >= 0.0f, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->scale must be finite and >= 0 (0 = 1/sqrt(d_k)), got %g",
+              static_cast<double>(o.scale));
+  if (!val.ok()) return val.status();
+  const simdattn_strides qs = ResolveStrides(o.q_strides, heads, q_len, d_k);
+  const simdattn_strides ks = ResolveStrides(o.k_strides, kv_heads, kv_len, d_k);
+  const simdattn_strides vs = ResolveStrides(o.v_strides, kv_heads, kv_len, d_v);
+  const simdattn_strides os = ResolveStrides(o.out_strides, heads, q_len, d_v);
+  const int64_t q_sizes[3] = {batch, heads, q_len}, kv_sizes[3] = {batch, kv_heads, kv_len};
+  int64_t q_span = 0, k_span = 0, v_span = 0, out_span = 0, mask_span = 0;
+  val.Span4(q_sizes, qs, d_k, "q", &q_span).Span4(kv_sizes, ks, d_k, "k", &k_span);
+  val.Span4(kv_sizes, vs, d_v, "v", &v_span).Span4(q_sizes, os, d_v, "out", &out_span);
+  val.Span4(q_sizes, o.mask_strides, kv_len, "mask", &mask_span);
+  const int64_t lse_n = Elements(batch, heads, q_len, 1);
+  const int64_t weights_n = Elements(batch, heads, q_len, kv_len);
+  val.Require(lse_n >= 0 && weights_n >= 0 && weights_n <= INT64_MAX / 4, SIMDATTN_ERR_BAD_SHAPE,
+              "batch * heads * q_len * kv_len overflows int64");
+  if (!val.ok()) return val.status();
+  if (batch == 0 || heads == 0 || q_len == 0) return simdattn::Ok();
+  val.NotNull(q, q_span, "q").NotNull(k, k_span, "k").NotNull(v, v_span, "v");
+  val.NotNull(out, out_span, "out");
+  if (!val.ok()) return val.status();
+  if (o.mask == nullptr) mask_span = 0;
+  if (o.kv_lens != nullptr) {
+    for (int64_t b = 0; b < batch && val.ok(); ++b) {
+      val.Require(o.kv_lens[b] >= 0 && o.kv_lens[b] <= kv_len, SIMDATTN_ERR_BAD_SHAPE,
+                  "options->kv_lens[%lld] = %lld is outside [0, kv_len = %lld]",
+                  static_cast<long long>(b), static_cast<long long>(o.kv_lens[b]),
+                  static_cast<long long>(kv_len));
+    }
+  }
+  val.RowsDisjoint(q_sizes, os, d_v, "out");
+  const int64_t lse_span = o.lse != nullptr ? lse_n : 0;
+  const int64_t w_span = o.weights != nullptr ? weights_n : 0;
+  struct Named {
+    const void* p;
+    int64_t n;
+    const char* name;
+  };
+  const Named inputs[] = {{q, q_span, "q"}, {k, k_span, "k"}, {v, v_span, "v"},
+                          {o.mask, mask_span, "options->mask"}};
+  const Named outputs[] = {{out, out_span, "out"}, {o.lse, lse_span, "options->lse"},
+                           {o.weights, w_span, "options->weights"}};
+  for (const Named& w : outputs) {
+    for (const Named& r : inputs) val.NoOverlap(w.p, w.n, w.name, r.p, r.n, r.name);
+  }
+  val.NoOverlap(out, out_span, "out", o.lse, lse_span, "options->lse");
+  val.NoOverlap(out, out_span, "out", o.weights, w_span, "options->weights");
+  val.NoOverlap(o.lse, lse_span, "options->lse", o.weights, w_span, "options->weights");
+  if (!val.ok()) return val.status();
+
+  simdattn::SdpaArgs a;
+  a.q = q, a.k = k, a.v = v, a.out = out;
+  a.batch = batch, a.heads = heads, a.kv_heads = kv_heads, a.q_len = q_len, a.kv_len = kv_len;
+  a.d_k = d_k, a.d_v = d_v;
+  a.scale = o.scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_k))) : o.scale;
+  a.causal = o.causal;
+  a.q_s = ToStrides4(qs), a.k_s = ToStrides4(ks), a.v_s = ToStrides4(vs), a.out_s = ToStrides4(os);
+  a.mask = o.mask, a.mask_s = ToStrides4(o.mask_strides);
+  a.kv_lens = o.kv_lens, a.lse = o.lse, a.weights = o.weights;
+  return simdattn::Run("simdattn_sdpa", [&] { simdattn::Sdpa(a); });
 }
 
 }  // extern "C"

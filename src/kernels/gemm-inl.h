@@ -35,13 +35,14 @@ constexpr size_t kNV = 2;  // vectors per row of the register tile; NR = kNV * L
 
 HWY_INLINE size_t NR() { return kNV * hn::Lanes(DF()); }
 
-// C[r, c] = alpha * sum_{p < kc} A(r, p) * b[p * NR + c] + beta * C[r, c]
+// C[r, c] = alpha * sum_{p < kc} A(r, p) * b[p * ldb + c] + beta * C[r, c]
 // for r < mr <= kMR, c < nr <= NR; A(r, p) = a[r * a_rs + p * a_cs].
-// b: packed micro-panel, kc rows of NR floats (lanes >= nr are ignored). Rows of A >= mr are
-// never read. beta == 0: C is not read. Each C element is one fused chain over p in order.
+// b: a micro-panel of kc rows of NR floats, ldb apart (NR when packed); lanes >= nr are
+// ignored. Rows of A >= mr are never read. beta == 0: C is not read. Each C element is one
+// fused multiply-add chain over p in order.
 HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t a_rs, size_t a_cs,
-                            const float* HWY_RESTRICT b, float* HWY_RESTRICT c, size_t ldc,
-                            float alpha, float beta, size_t mr, size_t nr) {
+                            const float* HWY_RESTRICT b, size_t ldb, float* HWY_RESTRICT c,
+                            size_t ldc, float alpha, float beta, size_t mr, size_t nr) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const float* HWY_RESTRICT rows[kMR];
@@ -52,7 +53,7 @@ HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t a_rs,
     acc1[r] = hn::Zero(d);
   }
   size_t pa = 0;
-  for (size_t p = 0; p < kc; ++p, pa += a_cs, b += kNV * N) {
+  for (size_t p = 0; p < kc; ++p, pa += a_cs, b += ldb) {
     const VF b0 = hn::LoadU(d, b);
     const VF b1 = hn::LoadU(d, b + N);
     for (size_t r = 0; r < kMR; ++r) {
@@ -134,19 +135,26 @@ HWY_INLINE void PackATransposed(size_t kc, size_t mc, const float* HWY_RESTRICT 
   }
 }
 
+// Where the B micro-panels of a macro-kernel live: panel j starts at b + j * panel, its kc rows
+// are ldb apart. Packed panels: {packed, kc * NR, NR}; a row-major matrix: {b, NR, ldb}.
+struct PanelsB {
+  const float* b;
+  size_t panel, ldb;
+};
+
 // C[0:mc, 0:nc] = alpha * A B + beta * C over one KC slice: A(r, p) = a[r * a_rs + p * a_cs]
-// with MR-row panel i starting at a + i * a_panel; bp holds ceil(nc / NR) packed panels of
-// kc x NR. Loop order JR outside IR: one B micro-panel (kc * NR floats) stays in L1 while the
-// A block streams from L2.
+// with MR-row panel i starting at a + i * a_panel. Loop order JR outside IR: one B micro-panel
+// (kc * NR floats) stays in L1 while the A block streams from L2.
 HWY_INLINE void MacroKernel(size_t mc, size_t nc, size_t kc, const float* a, size_t a_rs,
-                            size_t a_cs, size_t a_panel, const float* bp, float* c, size_t ldc,
+                            size_t a_cs, size_t a_panel, PanelsB bp, float* c, size_t ldc,
                             float alpha, float beta) {
   const size_t nr_full = NR();
-  for (size_t j0 = 0; j0 < nc; j0 += nr_full, bp += kc * nr_full) {
+  const float* b = bp.b;
+  for (size_t j0 = 0; j0 < nc; j0 += nr_full, b += bp.panel) {
     const size_t nr = std::min(nr_full, nc - j0);
     const float* ap = a;
     for (size_t i0 = 0; i0 < mc; i0 += kMR, ap += a_panel) {
-      MicroKernel(kc, ap, a_rs, a_cs, bp, c + i0 * ldc + j0, ldc, alpha, beta,
+      MicroKernel(kc, ap, a_rs, a_cs, b, bp.ldb, c + i0 * ldc + j0, ldc, alpha, beta,
                   std::min(kMR, mc - i0), nr);
     }
   }

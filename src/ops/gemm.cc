@@ -64,14 +64,15 @@ void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
     const size_t kc = static_cast<size_t>(std::min(kKC, g.k - pc));
     const float beta = pc == 0 ? g.beta : 1.0f;
     PackB(kc, nt, b_tile + pc * static_cast<int64_t>(b_rs), b_rs, b_cs, bpack);
+    const PanelsB packed{bpack, kc * nr, nr};
     for (size_t ic = 0; ic < mt; ic += kMC) {
       const size_t mc = std::min<size_t>(kMC, mt - ic);
       const size_t row = static_cast<size_t>(t.i0) + ic;
       if (g.trans_a) {
         PackATransposed(kc, mc, a + pc * g.lda + row, lda, apack);
-        MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, bpack, c + ic * ldc, ldc, g.alpha, beta);
+        MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, packed, c + ic * ldc, ldc, g.alpha, beta);
       } else {
-        MacroKernel(mc, nt, kc, a + row * lda + pc, lda, 1, kMR * lda, bpack, c + ic * ldc, ldc,
+        MacroKernel(mc, nt, kc, a + row * lda + pc, lda, 1, kMR * lda, packed, c + ic * ldc, ldc,
                     g.alpha, beta);
       }
     }

@@ -57,6 +57,29 @@ struct SdpaArgs {
 };
 void Sdpa(const SdpaArgs& args);
 
+// Multi-head self-attention as torch.nn.MultiheadAttention(x, x, x) in eval mode:
+// y = out_proj(attention(in_proj(x))), E = embed, head dim E / heads, scale 1/sqrt(E / heads).
+// x, y are [seq, batch, E] (or [batch, seq, E] when batch_first), contiguous; y may equal x,
+// otherwise no output overlaps an input. Validated by c_api: seq, batch, embed, heads >= 1,
+// embed % heads == 0, and 4 * seq * batch * embed, batch * seq^2, heads * seq^2 fit in int64.
+// A query with every key masked gives attention 0 (y row = out_proj_bias) and weights 0.
+struct MhsaArgs {
+  const float* x = nullptr;
+  float* y = nullptr;
+  int64_t seq = 0, batch = 0, embed = 0, heads = 0;
+  bool batch_first = false;
+  bool causal = false;                       // key j visible to query i iff j <= i
+  const float* in_proj_weight = nullptr;     // [3E, E]: rows of W_q, W_k, W_v
+  const float* in_proj_bias = nullptr;       // [3E] or null
+  const float* out_proj_weight = nullptr;    // [E, E]
+  const float* out_proj_bias = nullptr;      // [E] or null
+  const uint8_t* key_padding_mask = nullptr;  // [batch, seq] or null; nonzero = key is padding
+  const float* attn_mask = nullptr;          // additive [seq, seq] or null
+  float* attn_weights = nullptr;             // out [batch, seq, seq], mean over heads, or null
+};
+// Scratch: 4 * seq * batch * E floats, plus heads * seq * seq when attn_weights is requested.
+void Mhsa(const MhsaArgs& args);
+
 }  // namespace simdattn
 
 #endif  // SIMDATTN_SRC_OPS_OPS_H_
