@@ -10,6 +10,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <exception>
+#include <initializer_list>
 #include <new>
 #include <string>
 
@@ -131,6 +132,25 @@ class Validator {
     }
     return *this;
   }
+  // *count = d0 * d1 * ... elements, with the byte size representable in int64 (0 if any d is 0).
+  Validator& Elements(std::initializer_list<int64_t> dims, const char* name, int64_t* count) {
+    *count = 0;
+    if (!ok()) return *this;
+    int64_t n = 1, bytes = 0;
+    bool overflow = false;
+    for (int64_t d : dims) overflow = overflow || __builtin_mul_overflow(n, d, &n);
+    overflow = overflow || __builtin_mul_overflow(n, static_cast<int64_t>(sizeof(float)), &bytes);
+    Require(!overflow, SIMDATTN_ERR_BAD_SHAPE, "%s has too many elements: overflows int64", name);
+    if (ok()) *count = n;
+    return *this;
+  }
+  // A memory region: `n` elements of `elem` bytes from p.
+  struct Region {
+    const void* p;
+    int64_t n;
+    const char* name;
+    size_t elem = sizeof(float);
+  };
   Validator& NotNull(const void* p, int64_t elements, const char* name) {
     return Require(p != nullptr || elements == 0, SIMDATTN_ERR_NULL_POINTER,
                    "%s is NULL but has %lld elements", name, static_cast<long long>(elements));
@@ -396,6 +416,87 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   a.mask = o.mask, a.mask_s = ToStrides4(o.mask_strides);
   a.kv_lens = o.kv_lens, a.lse = o.lse, a.weights = o.weights;
   return simdattn::Run("simdattn_sdpa", [&] { simdattn::Sdpa(a); });
+}
+
+void simdattn_mha_options_init(simdattn_mha_options* options) {
+  if (options == nullptr) return;
+  *options = simdattn_mha_options{};
+  options->struct_size = sizeof(simdattn_mha_options);
+}
+
+simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t batch,
+                              int64_t embed_dim, int64_t num_heads,
+                              const simdattn_mha_weights* weights,
+                              const simdattn_mha_options* options) {
+  Validator v("simdattn_mhsa");
+  simdattn_mha_options o;
+  simdattn_mha_options_init(&o);
+  if (options != nullptr) {
+    v.Require(options->struct_size >= sizeof(o), SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->struct_size must be >= %zu (got %zu): call simdattn_mha_options_init",
+              sizeof(o), options->struct_size);
+    if (v.ok()) o = *options;
+  }
+  v.Flag(o.batch_first, "options->batch_first");
+  v.Require(o.causal >= SIMDATTN_CAUSAL_NONE && o.causal <= SIMDATTN_CAUSAL_BOTTOM_RIGHT,
+            SIMDATTN_ERR_BAD_ARGUMENT, "options->causal must be 0, 1 or 2 (got %d)",
+            static_cast<int>(o.causal));
+  v.NonNegative(seq_len, "seq_len").NonNegative(batch, "batch").NonNegative(embed_dim, "embed_dim");
+  v.Require(num_heads >= 1, SIMDATTN_ERR_BAD_SHAPE, "num_heads must be >= 1 (got %lld)",
+            static_cast<long long>(num_heads));
+  v.Require(!v.ok() || embed_dim % num_heads == 0, SIMDATTN_ERR_BAD_SHAPE,
+            "embed_dim (%lld) must be divisible by num_heads (%lld)",
+            static_cast<long long>(embed_dim), static_cast<long long>(num_heads));
+  // x_n covers y too; scratch is the op's qkv + attention buffers; head_w its weights scratch.
+  int64_t x_n = 0, scratch = 0, in_w = 0, out_w = 0, kpm = 0, mask = 0, attn_w = 0, head_w = 0;
+  v.Elements({seq_len, batch, embed_dim}, "x", &x_n);
+  v.Elements({4, seq_len, batch, embed_dim}, "the scratch (4 * seq_len * batch * embed_dim)",
+             &scratch);
+  v.Elements({3, embed_dim, embed_dim}, "in_proj_weight", &in_w);
+  v.Elements({embed_dim, embed_dim}, "out_proj_weight", &out_w);
+  v.Elements({batch, seq_len}, "key_padding_mask", &kpm);
+  v.Elements({seq_len, seq_len}, "attn_mask", &mask);
+  v.Elements({batch, seq_len, seq_len}, "attn_weights", &attn_w);
+  if (o.attn_weights != nullptr) {
+    v.Elements({num_heads, seq_len, seq_len}, "the per-head weights scratch", &head_w);
+  }
+  if (!v.ok()) return v.status();
+  if (seq_len == 0 || batch == 0) return simdattn::Ok();
+  v.Require(embed_dim >= 1, SIMDATTN_ERR_BAD_SHAPE,
+            "embed_dim must be >= 1 (got 0): the scale 1/sqrt(embed_dim / num_heads) is undefined");
+  v.Require(weights != nullptr, SIMDATTN_ERR_NULL_POINTER, "weights is NULL");
+  if (!v.ok()) return v.status();
+  v.NotNull(weights->in_proj_weight, in_w, "weights->in_proj_weight");
+  v.NotNull(weights->out_proj_weight, out_w, "weights->out_proj_weight");
+  v.NotNull(x, x_n, "x").NotNull(y, x_n, "y");
+  using Region = Validator::Region;
+  const Region ins[] = {
+      {weights->in_proj_weight, in_w, "weights->in_proj_weight"},
+      {weights->in_proj_bias, weights->in_proj_bias ? 3 * embed_dim : 0, "weights->in_proj_bias"},
+      {weights->out_proj_weight, out_w, "weights->out_proj_weight"},
+      {weights->out_proj_bias, weights->out_proj_bias ? embed_dim : 0, "weights->out_proj_bias"},
+      {o.key_padding_mask, o.key_padding_mask ? kpm : 0, "options->key_padding_mask", 1},
+      {o.attn_mask, o.attn_mask ? mask : 0, "options->attn_mask"}};
+  if (y != x) v.NoOverlap(y, x_n, "y", x, x_n, "x (only y == x may alias)");
+  for (const Region& in : ins) v.NoOverlap(y, x_n, "y", in.p, in.n, in.name, in.elem);
+  if (o.attn_weights != nullptr) {
+    v.NoOverlap(o.attn_weights, attn_w, "options->attn_weights", x, x_n, "x");
+    v.NoOverlap(o.attn_weights, attn_w, "options->attn_weights", y, x_n, "y");
+    for (const Region& in : ins) {
+      v.NoOverlap(o.attn_weights, attn_w, "options->attn_weights", in.p, in.n, in.name, in.elem);
+    }
+  }
+  if (!v.ok()) return v.status();
+  simdattn::MhsaArgs m;
+  m.x = x, m.y = y;
+  m.seq = seq_len, m.batch = batch, m.embed = embed_dim, m.heads = num_heads;
+  m.batch_first = o.batch_first == 1;
+  m.causal = o.causal != SIMDATTN_CAUSAL_NONE;
+  m.in_proj_weight = weights->in_proj_weight, m.in_proj_bias = weights->in_proj_bias;
+  m.out_proj_weight = weights->out_proj_weight, m.out_proj_bias = weights->out_proj_bias;
+  m.key_padding_mask = o.key_padding_mask, m.attn_mask = o.attn_mask;
+  m.attn_weights = o.attn_weights;
+  return simdattn::Run("simdattn_mhsa", [&] { simdattn::Mhsa(m); });
 }
 
 }  // extern "C"

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -114,6 +115,103 @@ HWY_INLINE void MergePartials(size_t parts, const float* const* pm, const float*
     hn::StoreU(m_all, d, m + c);
     hn::StoreU(l_all, d, l + c);
   }
+}
+
+// Few query columns (decode): dot products along d instead of the register-tile GEMM, which
+// would waste most of its NR lanes. At most kRowCols columns.
+constexpr size_t kRowCols = 8;
+
+// s[r * ld + j] = scale * dot(k_r, q_j), k_r = k + r * k_seq, q_j = q + j * dk, for r < bk,
+// j < kCols. Two keys at a time: 2 * kCols independent FMA chains held in registers.
+template <size_t kCols>
+HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t bk,
+                              const float* HWY_RESTRICT q, size_t dk, float scale,
+                              float* HWY_RESTRICT s, size_t ld) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  for (size_t r = 0; r < bk; r += 2) {
+    const float* k0 = k + r * k_seq;
+    const float* k1 = r + 1 < bk ? k0 + k_seq : k0;  // odd tail: row r again, discarded
+    VF acc0[kCols], acc1[kCols];
+    for (size_t j = 0; j < kCols; ++j) acc0[j] = acc1[j] = hn::Zero(d);
+    size_t p = 0;
+    for (; p + N <= dk; p += N) {
+      const VF kv0 = hn::LoadU(d, k0 + p), kv1 = hn::LoadU(d, k1 + p);
+      for (size_t j = 0; j < kCols; ++j) {
+        const VF qv = hn::LoadU(d, q + j * dk + p);
+        acc0[j] = hn::MulAdd(kv0, qv, acc0[j]);
+        acc1[j] = hn::MulAdd(kv1, qv, acc1[j]);
+      }
+    }
+    if (p < dk) {
+      const VF kv0 = LoadPartial(d, k0 + p, dk - p, 0.0f);
+      const VF kv1 = LoadPartial(d, k1 + p, dk - p, 0.0f);
+      for (size_t j = 0; j < kCols; ++j) {
+        const VF qv = LoadPartial(d, q + j * dk + p, dk - p, 0.0f);
+        acc0[j] = hn::MulAdd(kv0, qv, acc0[j]);
+        acc1[j] = hn::MulAdd(kv1, qv, acc1[j]);
+      }
+    }
+    for (size_t j = 0; j < kCols; ++j) {
+      s[r * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc0[j]));
+      if (r + 1 < bk) s[(r + 1) * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc1[j]));
+    }
+  }
+}
+
+// o[i * ldo + j] += sum_{r < bk} v_r[i] * p[r * ld + j] for i < dv, j < kCols (O^T columns),
+// v_r = v + r * v_seq; the sum over r runs in order for every element.
+template <size_t kCols>
+HWY_INLINE void AccumulateByRowsT(const float* HWY_RESTRICT v, size_t v_seq, size_t bk,
+                                  const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
+                                  size_t ldo, size_t dv) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  HWY_ALIGN float col[kMaxLanesF];
+  for (size_t i0 = 0; i0 < dv; i0 += N) {
+    const size_t w = std::min(N, dv - i0);
+    VF acc[kCols];
+    for (size_t j = 0; j < kCols; ++j) {
+      for (size_t i = 0; i < N; ++i) col[i] = i < w ? o[(i0 + i) * ldo + j] : 0.0f;
+      acc[j] = hn::Load(d, col);
+    }
+    const float* vr = v + i0;
+    for (size_t r = 0; r < bk; ++r, vr += v_seq) {
+      const VF vv = w == N ? hn::LoadU(d, vr) : LoadPartial(d, vr, w, 0.0f);
+      for (size_t j = 0; j < kCols; ++j) acc[j] = hn::MulAdd(vv, hn::Set(d, p[r * ld + j]), acc[j]);
+    }
+    for (size_t j = 0; j < kCols; ++j) {
+      hn::Store(acc[j], d, col);
+      for (size_t i = 0; i < w; ++i) o[(i0 + i) * ldo + j] = col[i];
+    }
+  }
+}
+
+// Calls F<n>::Run(args...) for the runtime column count 1 <= n <= kRowCols.
+#define SIMDATTN_DISPATCH_COLS(n, CALL) \
+  switch (n) {                          \
+    case 1: CALL(1); break;             \
+    case 2: CALL(2); break;             \
+    case 3: CALL(3); break;             \
+    case 4: CALL(4); break;             \
+    case 5: CALL(5); break;             \
+    case 6: CALL(6); break;             \
+    case 7: CALL(7); break;             \
+    default: CALL(8); break;            \
+  }
+
+HWY_INLINE void ScoresByRows(const float* k, size_t k_seq, size_t bk, const float* q,
+                             size_t ncols, size_t dk, float scale, float* s, size_t ld) {
+#define SIMDATTN_SCORES(C) ScoresByRowsT<C>(k, k_seq, bk, q, dk, scale, s, ld)
+  SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_SCORES)
+#undef SIMDATTN_SCORES
+}
+
+HWY_INLINE void AccumulateByRows(const float* v, size_t v_seq, size_t bk, const float* p,
+                                 size_t ld, size_t ncols, float* o, size_t ldo, size_t dv) {
+#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(v, v_seq, bk, p, ld, o, ldo, dv)
+  SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_ACCUMULATE)
+#undef SIMDATTN_ACCUMULATE
 }
 
 }  // namespace HWY_NAMESPACE

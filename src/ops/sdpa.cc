@@ -84,15 +84,26 @@ void VisibleKeys(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t
   *hi = std::max(end, t.key0);
 }
 
-// Q^T for the task: qt[p * kBlockCols + j] = q(column j)[p], zero beyond the used columns.
+bool ByRows(const Columns& c) { return c.n <= static_cast<int64_t>(kRowCols); }
+
+const float* QueryRow(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t j) {
+  return a.q + t.b * a.q_s.batch + c.head[j] * a.q_s.head + c.qi[j] * a.q_s.seq;
+}
+
+// The task's queries: by rows (qt[j * d_k + p], ByRows) or as Q^T for the microkernel
+// (qt[p * kBlockCols + j], zero beyond the used columns).
 void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt) {
+  if (ByRows(c)) {
+    for (int64_t j = 0; j < c.n; ++j) std::copy_n(QueryRow(a, t, c, j), a.d_k, qt + j * a.d_k);
+    return;
+  }
   const int64_t padded = (c.n + static_cast<int64_t>(NR()) - 1) / NR() * NR();
   for (int64_t j = 0; j < padded; ++j) {
     if (j >= c.n) {
       for (int64_t p = 0; p < a.d_k; ++p) qt[p * kBlockCols + j] = 0.0f;
       continue;
     }
-    const float* src = a.q + t.b * a.q_s.batch + c.head[j] * a.q_s.head + c.qi[j] * a.q_s.seq;
+    const float* src = QueryRow(a, t, c, j);
     for (int64_t p = 0; p < a.d_k; ++p) qt[p * kBlockCols + j] = src[p];
   }
 }
@@ -128,8 +139,12 @@ void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const fl
                 int64_t k0, int64_t bk, float* s) {
   const float* k = a.k + t.b * a.k_s.batch + t.kvh * a.k_s.head + k0 * a.k_s.seq;
   const size_t k_seq = static_cast<size_t>(a.k_s.seq);
-  MacroKernel(bk, c.n, a.d_k, k, k_seq, 1, kMR * k_seq, PanelsB{qt, NR(), kBlockCols}, s,
-              kBlockCols, a.scale, 0.0f);
+  if (ByRows(c)) {
+    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols);
+  } else {
+    MacroKernel(bk, c.n, a.d_k, k, k_seq, 1, kMR * k_seq, PanelsB{qt, NR(), kBlockCols}, s,
+                kBlockCols, a.scale, 0.0f);
+  }
   MaskBlock(a, t, c, k0, bk, s);
 }
 
@@ -150,8 +165,12 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
     const int64_t bk = std::min(kBlockKeys, hi - k0);
     ScoreBlock(a, t, c, qt, k0, bk, s);
     OnlineSoftmaxStep(s, kBlockCols, bk, ncols, m, l, o, kBlockCols, a.d_v);
-    MacroKernel(a.d_v, c.n, bk, v + k0 * a.v_s.seq, 1, v_seq, kMR,
-                PanelsB{s, NR(), kBlockCols}, o, kBlockCols, 1.0f, 1.0f);
+    if (ByRows(c)) {
+      AccumulateByRows(v + k0 * a.v_s.seq, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v);
+    } else {
+      MacroKernel(a.d_v, c.n, bk, v + k0 * a.v_s.seq, 1, v_seq, kMR,
+                  PanelsB{s, NR(), kBlockCols}, o, kBlockCols, 1.0f, 1.0f);
+    }
   }
 }
 
