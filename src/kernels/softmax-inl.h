@@ -9,6 +9,7 @@
 #endif
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <limits>
 
@@ -84,6 +85,34 @@ HWY_INLINE void ScaleRow(float* y, size_t n, float s) {
   size_t i = 0;
   for (; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::LoadU(d, y + i), vs), d, y + i);
   if (i < n) StorePartial(hn::Mul(LoadPartial(d, y + i, n - i, 0.0f), vs), d, y + i, n - i);
+}
+
+// dst[i] = src[i] * s for i < n, dst written with non-temporal (streaming) stores where it is
+// vector aligned: the lines are not read for ownership and do not evict the caches.
+// Call hwy::FlushStream() before another thread reads dst.
+HWY_INLINE void StreamScaled(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n,
+                             float s) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const VF vs = hn::Set(d, s);
+  size_t i = 0;
+  for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % (N * sizeof(float)) != 0; ++i) {
+    dst[i] = src[i] * s;
+  }
+  for (; i + N <= n; i += N) hn::Stream(hn::Mul(hn::LoadU(d, src + i), vs), d, dst + i);
+  for (; i < n; ++i) dst[i] = src[i] * s;
+}
+
+// y[0:n] = softmax(x[0:n]) for outputs far larger than the caches: the exponentials go to a
+// cache-resident tmp (n floats) and y is written once by streaming stores, so the memory
+// traffic is one read of x and one write of y, as in a streaming copy. y may equal x.
+HWY_INLINE void SoftmaxRowStreaming(const float* x, float* y, size_t n, float* HWY_RESTRICT tmp) {
+  bool bad = false;
+  const float max = RowMax(x, n, &bad);
+  if (bad) return FillRow(y, n, std::numeric_limits<float>::quiet_NaN());
+  if (max == -std::numeric_limits<float>::infinity()) return FillRow(y, n, 0.0f);
+  const float sum = ExpSubAndSum(x, tmp, n, max);
+  StreamScaled(tmp, y, n, 1.0f / sum);
 }
 
 // y[0:n] = softmax(x[0:n]), n >= 1; y may equal x.
