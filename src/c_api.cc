@@ -418,17 +418,17 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   return simdattn::Run("simdattn_sdpa", [&] { simdattn::Sdpa(a); });
 }
 
-void simdattn_mha_options_init(simdattn_mha_options* options) {
-  if (options == nullptr) return;
-  *options = simdattn_mha_options{};
-  options->struct_size = sizeof(simdattn_mha_options);
-}
+}  // extern "C"
 
-simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t batch,
-                              int64_t embed_dim, int64_t num_heads,
-                              const simdattn_mha_weights* weights,
-                              const simdattn_mha_options* options) {
-  Validator v("simdattn_mhsa");
+namespace {
+
+// Element counts of simdattn_mhsa's buffers (y has x's).
+struct MhsaSizes {
+  int64_t x = 0, in_w = 0, in_b = 0, out_w = 0, out_b = 0, kpm = 0, mask = 0, attn_w = 0;
+};
+
+// The caller's options (or the defaults), flags checked.
+simdattn_mha_options MhaOptions(Validator& v, const simdattn_mha_options* options) {
   simdattn_mha_options o;
   simdattn_mha_options_init(&o);
   if (options != nullptr) {
@@ -441,51 +441,83 @@ simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t
   v.Require(o.causal >= SIMDATTN_CAUSAL_NONE && o.causal <= SIMDATTN_CAUSAL_BOTTOM_RIGHT,
             SIMDATTN_ERR_BAD_ARGUMENT, "options->causal must be 0, 1 or 2 (got %d)",
             static_cast<int>(o.causal));
-  v.NonNegative(seq_len, "seq_len").NonNegative(batch, "batch").NonNegative(embed_dim, "embed_dim");
-  v.Require(num_heads >= 1, SIMDATTN_ERR_BAD_SHAPE, "num_heads must be >= 1 (got %lld)",
-            static_cast<long long>(num_heads));
-  v.Require(!v.ok() || embed_dim % num_heads == 0, SIMDATTN_ERR_BAD_SHAPE,
-            "embed_dim (%lld) must be divisible by num_heads (%lld)",
-            static_cast<long long>(embed_dim), static_cast<long long>(num_heads));
-  // x_n covers y too; scratch is the op's qkv + attention buffers; head_w its weights scratch.
-  int64_t x_n = 0, scratch = 0, in_w = 0, out_w = 0, kpm = 0, mask = 0, attn_w = 0, head_w = 0;
-  v.Elements({seq_len, batch, embed_dim}, "x", &x_n);
-  v.Elements({4, seq_len, batch, embed_dim}, "the scratch (4 * seq_len * batch * embed_dim)",
-             &scratch);
-  v.Elements({3, embed_dim, embed_dim}, "in_proj_weight", &in_w);
-  v.Elements({embed_dim, embed_dim}, "out_proj_weight", &out_w);
-  v.Elements({batch, seq_len}, "key_padding_mask", &kpm);
-  v.Elements({seq_len, seq_len}, "attn_mask", &mask);
-  v.Elements({batch, seq_len, seq_len}, "attn_weights", &attn_w);
-  if (o.attn_weights != nullptr) {
-    v.Elements({num_heads, seq_len, seq_len}, "the per-head weights scratch", &head_w);
+  return o;
+}
+
+// Sizes, the head split, and every element count (the op's scratch included) against overflow.
+MhsaSizes MhsaShapes(Validator& v, int64_t seq, int64_t batch, int64_t e, int64_t heads,
+                     bool weights_requested) {
+  v.NonNegative(seq, "seq_len").NonNegative(batch, "batch").NonNegative(e, "embed_dim");
+  v.Require(heads >= 1, SIMDATTN_ERR_BAD_SHAPE, "num_heads must be >= 1 (got %lld)",
+            static_cast<long long>(heads));
+  // Arguments are evaluated even after a failure: guard the division.
+  v.Require(!v.ok() || e % heads == 0, SIMDATTN_ERR_BAD_SHAPE,
+            "embed_dim (%lld) must be divisible by num_heads (%lld)", static_cast<long long>(e),
+            static_cast<long long>(heads));
+  MhsaSizes n;
+  int64_t scratch = 0, head_weights = 0;
+  v.Elements({seq, batch, e}, "x", &n.x).Elements({3, e, e}, "in_proj_weight", &n.in_w);
+  v.Elements({3, e}, "in_proj_bias", &n.in_b).Elements({e, e}, "out_proj_weight", &n.out_w);
+  v.Elements({e}, "out_proj_bias", &n.out_b).Elements({batch, seq}, "key_padding_mask", &n.kpm);
+  v.Elements({seq, seq}, "attn_mask", &n.mask);
+  v.Elements({batch, seq, seq}, "attn_weights", &n.attn_w);
+  v.Elements({4, seq, batch, e}, "the scratch (4 * seq_len * batch * embed_dim)", &scratch);
+  if (weights_requested) {
+    v.Elements({heads, seq, seq}, "the per-head weights scratch", &head_weights);
   }
+  return n;
+}
+
+// y may be x exactly; otherwise y and attn_weights overlap nothing: not x, not each other, not
+// the weights or the masks.
+void MhsaAliasing(Validator& v, const float* x, const float* y, const MhsaSizes& n,
+                  const simdattn_mha_weights& w, const simdattn_mha_options& o) {
+  using Region = Validator::Region;
+  const Region inputs[] = {
+      {w.in_proj_weight, n.in_w, "weights->in_proj_weight"},
+      {w.in_proj_bias, w.in_proj_bias ? n.in_b : 0, "weights->in_proj_bias"},
+      {w.out_proj_weight, n.out_w, "weights->out_proj_weight"},
+      {w.out_proj_bias, w.out_proj_bias ? n.out_b : 0, "weights->out_proj_bias"},
+      {o.key_padding_mask, o.key_padding_mask ? n.kpm : 0, "options->key_padding_mask", 1},
+      {o.attn_mask, o.attn_mask ? n.mask : 0, "options->attn_mask"}};
+  if (y != x) v.NoOverlap(y, n.x, "y", x, n.x, "x (only y == x may alias)");
+  for (const Region& in : inputs) v.NoOverlap(y, n.x, "y", in.p, in.n, in.name, in.elem);
+  if (o.attn_weights == nullptr) return;
+  v.NoOverlap(o.attn_weights, n.attn_w, "options->attn_weights", x, n.x, "x");
+  v.NoOverlap(o.attn_weights, n.attn_w, "options->attn_weights", y, n.x, "y");
+  for (const Region& in : inputs) {
+    v.NoOverlap(o.attn_weights, n.attn_w, "options->attn_weights", in.p, in.n, in.name, in.elem);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+void simdattn_mha_options_init(simdattn_mha_options* options) {
+  if (options == nullptr) return;
+  *options = simdattn_mha_options{};
+  options->struct_size = sizeof(simdattn_mha_options);
+}
+
+simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t batch,
+                              int64_t embed_dim, int64_t num_heads,
+                              const simdattn_mha_weights* weights,
+                              const simdattn_mha_options* options) {
+  Validator v("simdattn_mhsa");
+  const simdattn_mha_options o = MhaOptions(v, options);
+  const MhsaSizes n = MhsaShapes(v, seq_len, batch, embed_dim, num_heads,
+                                  o.attn_weights != nullptr);
   if (!v.ok()) return v.status();
   if (seq_len == 0 || batch == 0) return simdattn::Ok();
   v.Require(embed_dim >= 1, SIMDATTN_ERR_BAD_SHAPE,
             "embed_dim must be >= 1 (got 0): the scale 1/sqrt(embed_dim / num_heads) is undefined");
   v.Require(weights != nullptr, SIMDATTN_ERR_NULL_POINTER, "weights is NULL");
   if (!v.ok()) return v.status();
-  v.NotNull(weights->in_proj_weight, in_w, "weights->in_proj_weight");
-  v.NotNull(weights->out_proj_weight, out_w, "weights->out_proj_weight");
-  v.NotNull(x, x_n, "x").NotNull(y, x_n, "y");
-  using Region = Validator::Region;
-  const Region ins[] = {
-      {weights->in_proj_weight, in_w, "weights->in_proj_weight"},
-      {weights->in_proj_bias, weights->in_proj_bias ? 3 * embed_dim : 0, "weights->in_proj_bias"},
-      {weights->out_proj_weight, out_w, "weights->out_proj_weight"},
-      {weights->out_proj_bias, weights->out_proj_bias ? embed_dim : 0, "weights->out_proj_bias"},
-      {o.key_padding_mask, o.key_padding_mask ? kpm : 0, "options->key_padding_mask", 1},
-      {o.attn_mask, o.attn_mask ? mask : 0, "options->attn_mask"}};
-  if (y != x) v.NoOverlap(y, x_n, "y", x, x_n, "x (only y == x may alias)");
-  for (const Region& in : ins) v.NoOverlap(y, x_n, "y", in.p, in.n, in.name, in.elem);
-  if (o.attn_weights != nullptr) {
-    v.NoOverlap(o.attn_weights, attn_w, "options->attn_weights", x, x_n, "x");
-    v.NoOverlap(o.attn_weights, attn_w, "options->attn_weights", y, x_n, "y");
-    for (const Region& in : ins) {
-      v.NoOverlap(o.attn_weights, attn_w, "options->attn_weights", in.p, in.n, in.name, in.elem);
-    }
-  }
+  v.NotNull(weights->in_proj_weight, n.in_w, "weights->in_proj_weight");
+  v.NotNull(weights->out_proj_weight, n.out_w, "weights->out_proj_weight");
+  v.NotNull(x, n.x, "x").NotNull(y, n.x, "y");
+  MhsaAliasing(v, x, y, n, *weights, o);
   if (!v.ok()) return v.status();
   simdattn::MhsaArgs m;
   m.x = x, m.y = y;

@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""Tests of the ctypes binding tools/python/simdattn.py, and through it of the library's SDPA,
+softmax, GEMM and MHSA, against float64 NumPy references and PyTorch (1.13 CPU).
+
+A plain unittest script (pytest is not installed for /usr/bin/python3); meson runs it with
+SIMDATTN_LIBRARY pointing at the freshly built library. Exit status 77 (meson: skipped) when
+NumPy is missing; the PyTorch comparisons are skipped when torch is missing.
+
+Tolerances follow the float32 rounding model (u = 2^-24, Higham's gamma_k = k u / (1 - k u)):
+a k-term dot product is off by at most gamma_k * sum |terms|. Each check states its bound.
+"""
+
+import ctypes
+import math
+import os
+import sys
+import unittest
+
+
+
+def reexec_with_sanitizer_runtimes():
+    """A library built with -Db_sanitize=address,undefined needs the ASan runtime loaded before
+    anything else (else dlopen aborts the process): rerun this script with its runtimes in
+    LD_PRELOAD (sonames, resolved by the loader), leak detection off (CPython's own leaks)."""
+    import re
+    lib = os.environ.get("SIMDATTN_LIBRARY")
+    if not lib or os.environ.get("SIMDATTN_TEST_REEXEC") or not os.path.exists(lib):
+        return
+    with open(lib, "rb") as f:
+        runtimes = sorted(set(re.findall(rb"lib(?:asan|ubsan)\.so\.\d+", f.read())))
+    if not runtimes:
+        return
+    env = dict(os.environ, SIMDATTN_TEST_REEXEC="1",
+               LD_PRELOAD=" ".join(r.decode() for r in runtimes),
+               ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+reexec_with_sanitizer_runtimes()
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover
+    print("NumPy missing: skipping the Python binding tests")
+    sys.exit(77)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                                "python"))
+import simdattn  # noqa: E402
+
+try:
+    import torch
+    torch.set_num_threads(2)
+except ImportError:  # pragma: no cover
+    torch = None
+needs_torch = unittest.skipUnless(torch is not None, "PyTorch is not installed")
+
+U32 = 2.0 ** -24  # float32 unit roundoff
+
+
+def gamma(k):
+    return k * U32 / (1 - k * U32)
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def max_err(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)), initial=0))
+
+
+# ---------------------------------------------------------------------------- SDPA references
+
+
+def sdpa_ref(q, k, v, mask=None, scale=None, causal=None):
+    """float64 softmax(q k^T scale + mask) v with causal 'top_left' / 'bottom_right'; fully masked
+    rows give 0 and lse -inf. Returns (out, lse, probabilities)."""
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = q @ np.swapaxes(k, -1, -2) * scale
+    if mask is not None:
+        mask = np.asarray(mask)
+        s = s + (np.where(mask, 0.0, -np.inf) if mask.dtype == np.bool_ else mask)
+    if causal is not None:
+        lq, lkv = s.shape[-2:]
+        shift = 0 if causal == "top_left" else lkv - lq
+        visible = np.arange(lkv)[None, :] <= np.arange(lq)[:, None] + shift
+        s = np.where(visible, s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True, initial=-np.inf)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(s - m)
+    z = np.sum(e, axis=-1, keepdims=True)
+    p = np.divide(e, z, out=np.zeros_like(e), where=z > 0)
+    with np.errstate(divide="ignore"):
+        lse = np.where(z[..., 0] > 0, np.log(z[..., 0]) + m[..., 0], -np.inf)
+    return p @ v, lse, p
+
+
+def sdpa_tol(q, k, v, scale=None):
+    """Bound on |out - out_ref|: each score is a d_k-term dot product, off by
+    gamma_{d_k+1} * S with S = scale * max_ij sum |q_i k_j|; the probabilities then carry a
+    relative error <= 2 * that + gamma_{L_kv + 4} (exp, running max/sum, division), and
+    out = sum p_j v_j adds gamma_{L_kv} max|v|. Twice the sum, for the online rescaling."""
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    dk, lkv = q.shape[-1], k.shape[-2]
+    scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    s_abs = scale * float(np.max(np.abs(q) @ np.swapaxes(np.abs(k), -1, -2), initial=0))
+    vmax = float(np.max(np.abs(v), initial=0))
+    return 2 * vmax * (2 * gamma(dk + 1) * s_abs + gamma(lkv + 4) + gamma(lkv))
+
+
+def torch_math_sdpa(q, k, v, mask=None, scale=None):
+    """torch's math composition in float32: softmax(q @ k^T * scale + mask) @ v."""
+    q, k, v = (torch.from_numpy(np.array(t, np.float32)) for t in (q, k, v))
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = q @ k.transpose(-1, -2) * scale
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype == np.bool_:
+            mask = np.where(mask, 0.0, -np.inf)
+        s = s + torch.from_numpy(np.array(mask, np.float32))
+    return (torch.softmax(s, dim=-1) @ v).numpy()
+
+
+class TestWorkedExamples(unittest.TestCase):
+    """The two published single-batch examples, scale 1/sqrt(d_k)."""
+
+    def check(self, q, k, v, truth, published):
+        q, k, v = (np.array(t, np.float32) for t in (q, k, v))
+        out = simdattn.scaled_dot_product_attention(q, k, v)
+        ref = sdpa_ref(q, k, v)[0]
+        self.assertLessEqual(max_err(out, ref), sdpa_tol(q, k, v))
+        # The quoted true values have 4 decimals: rounding 5e-5 plus float32 error.
+        self.assertLessEqual(max_err(out, truth), 1e-4)
+        self.assertGreater(max_err(out, published), 0.05)
+
+    def test_example_1(self):
+        # Published output [[0.378, 0.421, 0.463], [0.152, 0.175, 0.200]] is impossible: every
+        # output row is p V0 + (1 - p) V1 (convex weights), and both rows of V rise by exactly
+        # 0.1 per column, so each output row must rise by exactly 0.1 too (0.378 -> 0.421 does
+        # not); 0.175 is also below min(V[:, 1]) = 0.2, outside the convex hull of V's rows.
+        # True: scores/sqrt(3) = [0.2887, 0.1155] and [0.6812, 0.2309] give
+        # p = sigmoid(0.1732) = 0.5432 and sigmoid(0.4503) = 0.6107, out = 0.1 + 0.4 p + col/10.
+        self.check([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], [[0.7, 0.8, 0.9], [0.2, 0.3, 0.4]],
+                   [[0.5, 0.6, 0.7], [0.1, 0.2, 0.3]],
+                   [[0.3173, 0.4173, 0.5173], [0.3426, 0.4426, 0.5426]],
+                   [[0.378, 0.421, 0.463], [0.152, 0.175, 0.200]])
+
+    def test_example_2(self):
+        # Published [[9.5, 10.5], [11.5, 12.5]] is impossible: 11.5 and 12.5 exceed the largest
+        # values of V's columns (11, 12), and a convex combination of rows cannot; and 9.5 would
+        # put weight 0.75 on key 0 although key 1 scores higher (23 vs 17 before scaling).
+        # True: (23 - 17)/sqrt(2) = 4.243 -> p1 = 0.98584, out = 9 + 2 p1 = 10.9717; row 2:
+        # (53 - 39)/sqrt(2) = 9.899 -> p1 = 0.99995 -> 10.9999.
+        self.check([[1, 2], [3, 4]], [[5, 6], [7, 8]], [[9, 10], [11, 12]],
+                   [[10.9717, 11.9717], [10.9999, 11.9999]], [[9.5, 10.5], [11.5, 12.5]])
+
+
+class TestSdpa(unittest.TestCase):
+    def setUp(self):
+        self.rng = np.random.default_rng(1234)
+
+    def assert_sdpa(self, q, k, v, out, mask=None, scale=None, causal=None, lse=None,
+                    torch_too=False):
+        ref, ref_lse, _ = sdpa_ref(q, k, v, mask, scale, causal)
+        self.assertEqual(out.shape, ref.shape)
+        tol = sdpa_tol(q, k, v, scale)
+        self.assertLessEqual(max_err(out, ref), tol)
+        if lse is not None:
+            self.assertTrue(np.array_equal(np.isneginf(lse), np.isneginf(ref_lse)))
+            finite = np.isfinite(ref_lse)
+            # lse = m + log z: error <= gamma_{d_k+1} S (scores) + gamma_{L_kv + 4} (log, sum).
+            self.assertLessEqual(max_err(lse[finite], ref_lse[finite]), tol + 1e-6)
+        if torch_too and torch is not None:
+            # torch's float32 result has an error of the same bound: allow both.
+            self.assertLessEqual(max_err(out, torch_math_sdpa(q, k, v, mask, scale)), 2 * tol)
+
+    def test_random_shapes_vs_reference_and_torch(self):
+        for lead, lq, lkv, dk, dv in [((), 7, 5, 3, 3), ((3,), 1, 33, 16, 8),
+                                      ((2, 3), 65, 70, 64, 64), ((2, 2, 2), 17, 9, 8, 24),
+                                      ((1, 4), 130, 257, 32, 5)]:
+            with self.subTest(lead=lead, lq=lq, lkv=lkv, dk=dk, dv=dv):
+                q, k, v = (rand(self.rng, *lead, n, d) for n, d in ((lq, dk), (lkv, dk),
+                                                                     (lkv, dv)))
+                out, lse = simdattn.scaled_dot_product_attention(q, k, v, return_lse=True)
+                self.assertEqual(out.dtype, np.float32)
+                self.assert_sdpa(q, k, v, out, lse=lse, torch_too=True)
+
+    def test_explicit_scale_and_errors(self):
+        q, k, v = rand(self.rng, 2, 4, 8), rand(self.rng, 2, 6, 8), rand(self.rng, 2, 6, 8)
+        out = simdattn.scaled_dot_product_attention(q, k, v, scale=0.3)
+        self.assert_sdpa(q, k, v, out, scale=0.3, torch_too=True)
+        with self.assertRaises(simdattn.Error) as cm:
+            simdattn.scaled_dot_product_attention(q, k, v, scale=0.0)
+        self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_BAD_ARGUMENT")
+        with self.assertRaises(simdattn.Error) as cm:
+            simdattn.scaled_dot_product_attention(q, k, v, scale=float("inf"))
+        self.assertEqual(cm.exception.status, simdattn.ERR_BAD_ARGUMENT)
+        self.assertIn("scale", str(cm.exception))
+
+    def test_masks_bool_float_and_broadcast(self):
+        b, h, lq, lkv, d = 2, 3, 9, 11, 16
+        q, k, v = rand(self.rng, b, h, lq, d), rand(self.rng, b, h, lkv, d), rand(
+            self.rng, b, h, lkv, d)
+        allowed = self.rng.random((b, 1, lq, lkv)) < 0.7
+        allowed[..., 0] = True  # every row keeps a key (torch would give NaN otherwise)
+        additive = np.where(allowed, 0.0, -np.inf).astype(np.float32)
+        out_bool = simdattn.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        out_float = simdattn.scaled_dot_product_attention(q, k, v, attn_mask=additive)
+        self.assertTrue(np.array_equal(out_bool, out_float))
+        self.assert_sdpa(q, k, v, out_bool, mask=allowed, torch_too=True)
+        soft = rand(self.rng, h, lq, lkv, scale=2.0)  # finite additive values, heads broadcast
+        out = simdattn.scaled_dot_product_attention(q, k, v, attn_mask=soft)
+        self.assert_sdpa(q, k, v, out, mask=soft, torch_too=True)
+        for shape in [(lkv,), (1, lkv), (lq, 1), (b, 1, 1, lkv), (1,)]:
+            with self.subTest(mask_shape=shape):
+                m = rand(self.rng, *shape)
+                out = simdattn.scaled_dot_product_attention(q, k, v, attn_mask=m)
+                self.assert_sdpa(q, k, v, out, mask=m)
+
+    def test_causal_alignments(self):
+        for lq, lkv in [(5, 5), (4, 9), (9, 4)]:
+            for align in ("top_left", "bottom_right"):
+                with self.subTest(lq=lq, lkv=lkv, align=align):
+                    q, k, v = rand(self.rng, 2, lq, 8), rand(self.rng, 2, lkv, 8), rand(
+                        self.rng, 2, lkv, 8)
+                    out, lse = simdattn.scaled_dot_product_attention(
+                        q, k, v, is_causal=True, causal_alignment=align, return_lse=True)
+                    self.assert_sdpa(q, k, v, out, causal=align, lse=lse)
+        # is_causal combines with attn_mask.
+        q, k, v = rand(self.rng, 6, 4), rand(self.rng, 6, 4), rand(self.rng, 6, 4)
+        m = rand(self.rng, 6, 6)
+        out = simdattn.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=True)
+        self.assert_sdpa(q, k, v, out, mask=m, causal="top_left")
+        with self.assertRaises(ValueError):
+            simdattn.scaled_dot_product_attention(q, k, v, is_causal=True, causal_alignment="x")
+
+    def test_fully_masked_rows_give_zero_and_lse_minus_inf(self):
+        q, k, v = rand(self.rng, 3, 4), rand(self.rng, 5, 4), rand(self.rng, 5, 2)
+        allowed = np.ones((3, 5), bool)
+        allowed[1] = False
+        out, lse = simdattn.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                                         return_lse=True)
+        self.assertTrue(np.all(out[1] == 0) and lse[1] == -np.inf)
+        self.assertTrue(np.all(np.isfinite(out)))
+        self.assert_sdpa(q, k, v, out, mask=allowed, lse=lse)
+        # bottom-right with q_len > kv_len: the first q_len - kv_len rows see no key.
+        out, lse = simdattn.scaled_dot_product_attention(
+            rand(self.rng, 6, 4), k[:2], v[:2], is_causal=True, causal_alignment="bottom_right",
+            return_lse=True)
+        self.assertTrue(np.all(out[:4] == 0) and np.all(lse[:4] == -np.inf))
+        self.assertTrue(np.all(np.isfinite(lse[4:])))
+
+    def test_broadcast_leading_dims(self):
+        b, h, lq, lkv, d = 2, 3, 5, 7, 8
+        cases = [((b, h), (1, h), (b, 1)),           # stride-0 batch / heads
+                 ((h,), (b, h), (b, h)),             # q without batch dim
+                 ((2, 1, 3), (1, 4, 3), (2, 4, 1)),  # three leading dims, inner broadcasts
+                 ((4, 1, 2, 3), (1, 1, 2, 3), ())]
+        for ql, kl, vl in cases:
+            with self.subTest(q=ql, k=kl, v=vl):
+                q, k, v = rand(self.rng, *ql, lq, d), rand(self.rng, *kl, lkv, d), rand(
+                    self.rng, *vl, lkv, d)
+                lead = np.broadcast_shapes(ql, kl, vl)
+                out = simdattn.scaled_dot_product_attention(q, k, v)
+                qb, kb, vb = (np.broadcast_to(t, lead + t.shape[-2:]) for t in (q, k, v))
+                self.assert_sdpa(qb, kb, vb, out, torch_too=True)
+
+    def test_non_contiguous_inputs(self):
+        base = rand(self.rng, 3, 10, 2, 16)
+        q = base.transpose(0, 2, 1, 3)                # (3, 2, 10, 16): permuted lead/seq
+        k = rand(self.rng, 3, 2, 24, 32)[:, :, ::2, 5:21]  # seq step 2, offset, wide rows
+        v = rand(self.rng, 3, 2, 12, 32)[..., ::2]    # last dim stride 2: copied
+        out, lse = simdattn.scaled_dot_product_attention(q, k, v, return_lse=True)
+        self.assert_sdpa(q, k, v, out, lse=lse, torch_too=True)
+        mask = rand(self.rng, 12, 10).T               # non-contiguous mask (10, 12)
+        out = simdattn.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        self.assert_sdpa(q, k, v, out, mask=mask)
+        row = rand(self.rng, 1, 16)
+        q_bcast = np.broadcast_to(row, (3, 2, 10, 16))  # stride 0 everywhere but the feature
+        out = simdattn.scaled_dot_product_attention(q_bcast, k, v)
+        self.assert_sdpa(q_bcast, k, v, out)
+
+    def test_dv_differs_from_dk_and_2d(self):
+        q, k, v = rand(self.rng, 4, 6), rand(self.rng, 9, 6), rand(self.rng, 9, 13)
+        out = simdattn.scaled_dot_product_attention(q, k, v)
+        self.assertEqual(out.shape, (4, 13))
+        self.assert_sdpa(q, k, v, out, torch_too=True)
+
+    def test_large_magnitudes(self):
+        # Scores of order 1e4: the softmax must subtract the max (exp would overflow otherwise).
+        q, k, v = rand(self.rng, 2, 8, 16, scale=30), rand(self.rng, 2, 12, 16, scale=30), rand(
+            self.rng, 2, 12, 16, scale=1e3)
+        out, lse = simdattn.scaled_dot_product_attention(q, k, v, return_lse=True)
+        self.assertTrue(np.all(np.isfinite(out)) and np.all(np.isfinite(lse)))
+        self.assert_sdpa(q, k, v, out, lse=lse)
+
+    def test_float64_in_float64_out(self):
+        q, k, v = (self.rng.standard_normal((2, 5, 4)) for _ in range(3))
+        out, lse = simdattn.scaled_dot_product_attention(q, k, v, return_lse=True)
+        self.assertEqual((out.dtype, lse.dtype), (np.float64, np.float64))
+        self.assert_sdpa(q, k, v, out, lse=lse)  # computed in float32: the float32 bound
+        with self.assertRaises(TypeError):
+            simdattn.scaled_dot_product_attention(np.ones((2, 2), int), q[0], v[0])
+
+    def test_empty(self):
+        d = 4
+        cases = [((0, 3, d), (0, 5, d), (0, 5, d)),  # batch 0
+                 ((2, 0, d), (2, 5, d), (2, 5, 6)),  # q_len 0
+                 ((2, 3, d), (2, 5, d), (2, 5, 0))]  # d_v 0
+        for qs, ks, vs in cases:
+            with self.subTest(q=qs, k=ks, v=vs):
+                out, lse = simdattn.scaled_dot_product_attention(
+                    np.ones(qs, np.float32), np.ones(ks, np.float32), np.ones(vs, np.float32),
+                    return_lse=True)
+                self.assertEqual(out.shape, qs[:-1] + vs[-1:])
+                self.assertEqual(lse.shape, qs[:-1])
+        # d_v == 0 still gives the lse.
+        q, k = rand(self.rng, 3, d), rand(self.rng, 5, d)
+        _, lse = simdattn.scaled_dot_product_attention(q, k, np.zeros((5, 0), np.float32),
+                                                       return_lse=True)
+        self.assertLessEqual(max_err(lse, sdpa_ref(q, k, np.zeros((5, 1)))[1]), 1e-5)
+        # kv_len 0: every query sees no key -> zeros and lse -inf.
+        out, lse = simdattn.scaled_dot_product_attention(
+            q, np.zeros((0, d), np.float32), np.zeros((0, 6), np.float32), return_lse=True)
+        self.assertEqual(out.shape, (3, 6))
+        self.assertTrue(np.all(out == 0) and np.all(lse == -np.inf))
+
+    def test_shape_errors(self):
+        q, k, v = rand(self.rng, 2, 3, 4), rand(self.rng, 2, 5, 4), rand(self.rng, 2, 5, 4)
+        bad = [(q, k[..., :3], v), (q, k, v[:, :4]), (q, rand(self.rng, 3, 5, 4), v),
+               (q[0, 0], k, v)]
+        for args in bad:
+            with self.assertRaises(simdattn.ShapeError) as cm:
+                simdattn.scaled_dot_product_attention(*args)
+            self.assertIsInstance(cm.exception, ValueError)
+            self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_BAD_SHAPE")
+        with self.assertRaises(ValueError):
+            simdattn.scaled_dot_product_attention(q, k, v, attn_mask=np.zeros((3, 4)))
+        # d_k == 0: the library rejects it (the default scale 1/sqrt(0) is undefined).
+        with self.assertRaises(simdattn.ShapeError) as cm:
+            simdattn.scaled_dot_product_attention(q[..., :0], k[..., :0], v)
+        self.assertIn("d_k", cm.exception.message)
+
+
+class TestSoftmaxMatmul(unittest.TestCase):
+    def setUp(self):
+        self.rng = np.random.default_rng(99)
+
+    def test_softmax(self):
+        x = rand(self.rng, 7, 33, 19, scale=5)
+        for axis in (-1, 0, 1):
+            with self.subTest(axis=axis):
+                y = simdattn.softmax(x, axis=axis)
+                xd = x.astype(np.float64)
+                e = np.exp(xd - xd.max(axis=axis, keepdims=True))
+                ref = e / e.sum(axis=axis, keepdims=True)
+                # exp and the division: a few u each; the sum: gamma_n relative.
+                self.assertLessEqual(max_err(y, ref), gamma(x.shape[axis] + 4))
+        row = np.array([[-np.inf] * 4, [0, 1, np.nan, 2]], np.float32)
+        y = simdattn.softmax(row)
+        self.assertTrue(np.all(y[0] == 0) and np.all(np.isnan(y[1])))
+        wide = rand(self.rng, 5, 40)[:, 3:20]  # rows with a leading dimension of 40
+        ref = np.exp(wide - wide.max(1, keepdims=True))
+        self.assertLessEqual(max_err(simdattn.softmax(wide), ref / ref.sum(1, keepdims=True)),
+                             gamma(21))
+        self.assertEqual(simdattn.softmax(x.astype(np.float64)).dtype, np.float64)
+        self.assertEqual(simdattn.softmax(np.zeros((3, 0), np.float32)).shape, (3, 0))
+
+    def matmul_check(self, a, b):
+        c = simdattn.matmul(a, b)
+        ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        self.assertEqual(c.shape, ref.shape)
+        k = a.shape[-1]
+        # gamma_k * (|a| @ |b|) elementwise bound of a k-term dot product.
+        bound = gamma(k) * np.matmul(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
+        self.assertTrue(np.all(np.abs(c - ref) <= bound + 1e-30))
+
+    def test_matmul(self):
+        r = self.rng
+        self.matmul_check(rand(r, 37, 50), rand(r, 50, 29))
+        self.matmul_check(rand(r, 50, 37).T, rand(r, 29, 50).T)            # transposed views
+        self.matmul_check(rand(r, 4, 1, 6, 9), rand(r, 3, 9, 5))           # broadcast batch
+        self.matmul_check(rand(r, 2, 3, 6, 9)[:, ::2], rand(r, 9, 5))      # strided batch
+        self.matmul_check(rand(r, 3, 2, 6, 9).transpose(1, 0, 2, 3), rand(r, 9, 5))  # copy
+        self.matmul_check(rand(r, 9), rand(r, 2, 9, 4))                    # 1-D operands
+        self.matmul_check(rand(r, 3, 9), rand(r, 9))
+        self.matmul_check(rand(r, 1, 9), rand(r, 9, 1))
+        c = simdattn.matmul(np.ones((3, 0), np.float32), np.ones((0, 4), np.float32))
+        self.assertTrue(c.shape == (3, 4) and np.all(c == 0))
+        self.assertEqual(simdattn.matmul(np.ones((2, 3)), np.ones((3, 2))).dtype, np.float64)
+        with self.assertRaises(simdattn.ShapeError):
+            simdattn.matmul(rand(r, 3, 4), rand(r, 5, 2))
+        with self.assertRaises(simdattn.ShapeError):
+            simdattn.matmul(rand(r, 2, 3, 4), rand(r, 3, 4, 2))
+
+
+# ---------------------------------------------------------------------------- MHSA
+
+
+def torch_mha(e, h, bias, batch_first, seed):
+    torch.manual_seed(seed)
+    m = torch.nn.MultiheadAttention(e, h, bias=bias, batch_first=batch_first).eval()
+    if bias:  # torch initialises the biases to 0: make them count
+        with torch.no_grad():
+            m.in_proj_bias.normal_()
+            m.out_proj.bias.normal_()
+    ours = simdattn.MultiheadSelfAttention(e, h, bias=bias, batch_first=batch_first)
+    ours.load_state_dict({k: t.detach().numpy() for k, t in m.state_dict().items()})
+    return m, ours
+
+
+def causal_bool(seq):
+    return np.triu(np.ones((seq, seq), bool), 1)  # True = not allowed (torch's MHA convention)
+
+
+@needs_torch
+class TestMhsa(unittest.TestCase):
+    # y tolerance, relative to max|y_torch|: y is three chained float32 dot products of length
+    # <= E = 512 (in_proj, q.k and p.v, out_proj) plus a softmax; each is within gamma_512 =
+    # 3.1e-5 of its inputs' magnitude, so 1e-4 covers the chain for both implementations.
+    # The averaged weights are probabilities (scale 1): the same 1e-4, absolute.
+    TOL = 1e-4
+
+    def compare(self, e, h, seq, batch, bias=True, batch_first=False, kpm=None, mask=None,
+                causal=False, need_weights=False, seed=0):
+        m, ours = torch_mha(e, h, bias, batch_first, seed)
+        rng = np.random.default_rng(seed)
+        x = rand(rng, *((batch, seq, e) if batch_first else (seq, batch, e)))
+        torch_mask = mask
+        if causal:  # torch 1.13's MHA has no is_causal: pass the causal mask explicitly
+            c = causal_bool(seq)
+            torch_mask = c if mask is None else (
+                (mask | c) if mask.dtype == np.bool_ else np.where(c, -np.inf, mask))
+        with torch.no_grad():
+            xt = torch.from_numpy(x)
+            yt, wt = m(xt, xt, xt, need_weights=need_weights,
+                       key_padding_mask=None if kpm is None else torch.from_numpy(kpm),
+                       attn_mask=None if torch_mask is None else torch.from_numpy(torch_mask))
+        y, w = ours(x, key_padding_mask=kpm, attn_mask=mask, need_weights=need_weights,
+                    is_causal=causal)
+        yt = yt.numpy()
+        self.assertEqual(y.shape, yt.shape)
+        err = max_err(y, yt) / float(np.max(np.abs(yt)))
+        self.assertLessEqual(err, self.TOL)
+        if need_weights:
+            self.assertLessEqual(max_err(w, wt.numpy()), self.TOL)
+        else:
+            self.assertIsNone(w)
+        return err
+
+    def test_reference_case_10x32x512_8_heads(self):
+        err = self.compare(512, 8, 10, 32, need_weights=True)
+        print(f"\n  MHSA (10, 32, 512), 8 heads: max |y - y_torch| / max |y_torch| = {err:.2e}")
+
+    def test_random_shapes_and_options(self):
+        rng = np.random.default_rng(2024)
+        worst = 0.0
+        for case in range(16):
+            e = int(rng.choice([8, 64, 96, 512]))
+            h = int(rng.choice([d for d in (1, 2, 3, 4, 8, 12, 16) if e % d == 0]))
+            seq = int(rng.integers(1, 301))
+            batch = int(rng.integers(1, 6))
+            opts = dict(bias=bool(case % 3), batch_first=bool(case % 2),
+                        causal=case % 4 == 1 or case % 7 == 3, need_weights=case % 5 < 2)
+            if case % 3 == 0:
+                kpm = rng.random((batch, seq)) < 0.3
+                kpm[:, 0] = False  # key 0 stays: no fully masked query (torch: NaN)
+                opts["kpm"] = kpm
+            if case % 4 in (2, 3):
+                bad = rng.random((seq, seq)) < 0.3
+                bad[:, 0] = False
+                opts["mask"] = bad if case % 4 == 2 else np.where(
+                    bad, -np.inf, rng.standard_normal((seq, seq))).astype(np.float32)
+            with self.subTest(e=e, h=h, seq=seq, batch=batch, **{
+                    k: v for k, v in opts.items() if not isinstance(v, np.ndarray)}):
+                worst = max(worst, self.compare(e, h, seq, batch, seed=case, **opts))
+                print(f"\n    E={e} heads={h} seq={seq} batch={batch} "
+                      f"{sorted(k for k, v in opts.items() if v is not False)}", end="")
+        print(f"\n  MHSA random shapes: worst max |y - y_torch| / max |y_torch| = {worst:.2e}")
+
+    def test_unbatched_and_float64(self):
+        m, ours = torch_mha(64, 4, True, False, 5)
+        x = np.random.default_rng(5).standard_normal((17, 64))
+        kpm = np.zeros(17, bool)
+        kpm[3:6] = True
+        with torch.no_grad():
+            yt, wt = m(*(torch.from_numpy(x.astype(np.float32)),) * 3,
+                       key_padding_mask=torch.from_numpy(kpm))
+        y, w = ours(x, key_padding_mask=kpm, need_weights=True)
+        self.assertEqual((y.shape, w.shape, y.dtype), ((17, 64), (17, 17), np.float64))
+        self.assertLessEqual(max_err(y, yt.numpy()) / float(yt.abs().max()), self.TOL)
+        self.assertLessEqual(max_err(w, wt.numpy()), self.TOL)
+
+    def test_fully_padded_batch_entry(self):
+        # Every key of batch entry 1 is padding. Ours: attention 0 there, so y = out_proj_bias
+        # and weights 0. torch.nn.MultiheadAttention gives NaN for those rows instead (softmax of
+        # all -inf), so only the other entries are compared with torch.
+        seq, batch, e = 6, 3, 16
+        kpm = np.zeros((batch, seq), bool)
+        kpm[1] = True
+        m, ours = torch_mha(e, 2, True, False, 7)
+        x = rand(np.random.default_rng(7), seq, batch, e)
+        y, w = ours(x, key_padding_mask=kpm, need_weights=True)
+        np.testing.assert_array_equal(y[:, 1], np.broadcast_to(ours.out_proj_bias, (seq, e)))
+        self.assertTrue(np.all(w[1] == 0))
+        with torch.no_grad():
+            xt = torch.from_numpy(x)
+            yt, wt = m(xt, xt, xt, key_padding_mask=torch.from_numpy(kpm))
+        keep = [0, 2]
+        yk = yt.numpy()[:, keep]
+        self.assertLessEqual(max_err(y[:, keep], yk) / float(np.max(np.abs(yk))), self.TOL)
+        self.assertLessEqual(max_err(w[keep], wt.numpy()[keep]), self.TOL)
+
+    def test_thread_count_does_not_change_results(self):
+        _, ours = torch_mha(96, 3, True, True, 11)
+        x = rand(np.random.default_rng(11), 4, 50, 96)
+        before = simdattn.get_num_threads()
+        try:
+            results = []
+            for n in (1, 2):
+                simdattn.set_num_threads(n)
+                self.assertEqual(simdattn.get_num_threads(), n)
+                results.append(ours(x, need_weights=True, is_causal=True))
+        finally:
+            simdattn.set_num_threads(before)
+        self.assertTrue(np.array_equal(results[0][0], results[1][0]))
+        self.assertTrue(np.array_equal(results[0][1], results[1][1]))
+
+
+class TestMhsaErrors(unittest.TestCase):
+    def setUp(self):
+        self.mha = simdattn.MultiheadSelfAttention(8, 2, rng=np.random.default_rng(3))
+        self.x = rand(np.random.default_rng(3), 4, 2, 8)
+
+    def call_c(self, x, y, seq=4, batch=2, e=8, heads=2, weights=True, **options):
+        """simdattn_mhsa directly (what the class cannot express); returns the status."""
+        m = self.mha
+        w = simdattn._MhaWeights(simdattn._ptr(m.in_proj_weight), simdattn._ptr(m.in_proj_bias),
+                                 simdattn._ptr(m.out_proj_weight),
+                                 simdattn._ptr(m.out_proj_bias))
+        opts = simdattn._init_options(simdattn._MhaOptions, simdattn._mha_options_init)
+        for key, value in options.items():
+            setattr(opts, key, value)
+        return simdattn._mhsa(x, y, seq, batch, e, heads,
+                              ctypes.byref(w) if weights else None, ctypes.byref(opts))
+
+    def ptr(self, a, offset=0):
+        return ctypes.cast(a.ctypes.data + 4 * offset, simdattn._fptr)
+
+    def expect(self, status, name, *message_parts, **call):
+        y = np.full((4, 2, 8), 7.0, np.float32)
+        x = self.x.copy()
+        got = self.call_c(self.ptr(self.x), call.pop("y", self.ptr(y)), **call)
+        self.assertEqual((got, simdattn.status_name(got)), (status, name))
+        text = simdattn._last_error().decode()
+        for part in message_parts:
+            self.assertIn(part, text)
+        # Nothing written on error.
+        self.assertTrue(np.all(y == 7.0) and np.array_equal(x, self.x))
+
+    def test_c_api_validation(self):
+        self.expect(simdattn.ERR_BAD_SHAPE, "SIMDATTN_ERR_BAD_SHAPE", "embed_dim (8)",
+                    "num_heads (3)", heads=3)
+        self.expect(simdattn.ERR_BAD_SHAPE, "SIMDATTN_ERR_BAD_SHAPE", "num_heads", heads=0)
+        self.expect(simdattn.ERR_BAD_SHAPE, "SIMDATTN_ERR_BAD_SHAPE", "seq_len", seq=-1)
+        self.expect(simdattn.ERR_BAD_SHAPE, "SIMDATTN_ERR_BAD_SHAPE", "overflows",
+                    seq=1 << 40, batch=1 << 20)
+        self.expect(simdattn.ERR_NULL_POINTER, "SIMDATTN_ERR_NULL_POINTER", "weights",
+                    weights=False)
+        self.expect(simdattn.ERR_NULL_POINTER, "SIMDATTN_ERR_NULL_POINTER", "y", y=None)
+        self.expect(simdattn.ERR_BAD_ARGUMENT, "SIMDATTN_ERR_BAD_ARGUMENT", "batch_first",
+                    batch_first=2)
+        self.expect(simdattn.ERR_BAD_ARGUMENT, "SIMDATTN_ERR_BAD_ARGUMENT", "causal", causal=3)
+        self.expect(simdattn.ERR_BAD_ARGUMENT, "SIMDATTN_ERR_BAD_ARGUMENT", "struct_size",
+                    struct_size=8)
+        self.expect(simdattn.ERR_BAD_ARGUMENT, "SIMDATTN_ERR_BAD_ARGUMENT", "y overlaps x",
+                    y=self.ptr(self.x, 1))
+        self.expect(simdattn.ERR_BAD_ARGUMENT, "SIMDATTN_ERR_BAD_ARGUMENT", "in_proj_weight",
+                    y=self.ptr(self.mha.in_proj_weight))
+        weights_out = np.zeros(2 * 4 * 4, np.float32)
+        self.expect(simdattn.ERR_BAD_ARGUMENT, "SIMDATTN_ERR_BAD_ARGUMENT", "attn_weights",
+                    attn_weights=self.ptr(self.x, 3))
+        # Empty problems are no-ops even without weights.
+        self.assertEqual(self.call_c(None, None, seq=0, weights=False), simdattn.OK)
+        self.assertEqual(simdattn._last_error().decode(), "")
+        # In place (y == x) gives the same bits as a separate y.
+        y = np.empty_like(self.x)
+        self.assertEqual(self.call_c(self.ptr(self.x), self.ptr(y),
+                                     attn_weights=self.ptr(weights_out)), simdattn.OK)
+        x = self.x.copy()
+        self.assertEqual(self.call_c(self.ptr(x), self.ptr(x),
+                                     attn_weights=self.ptr(weights_out)), simdattn.OK)
+        np.testing.assert_array_equal(x, y)
+        self.assertLessEqual(max_err(y, self.mha(self.x)[0]), 1e-5)
+
+    def test_python_side_errors(self):
+        with self.assertRaises(simdattn.ShapeError) as cm:
+            simdattn.MultiheadSelfAttention(10, 3)
+        self.assertIn("10", str(cm.exception))
+        with self.assertRaises(simdattn.ShapeError):
+            self.mha(rand(np.random.default_rng(0), 4, 2, 9))
+        with self.assertRaises(simdattn.ShapeError):
+            self.mha(self.x, attn_mask=np.zeros((2, 4, 4), np.float32))
+        with self.assertRaises(simdattn.ShapeError):
+            self.mha(self.x, key_padding_mask=np.zeros((4, 2), bool))
+        with self.assertRaises(KeyError):
+            self.mha.load_state_dict({"in_proj_weight": self.mha.in_proj_weight})
+        with self.assertRaises(simdattn.ShapeError):
+            state = self.mha.state_dict()
+            state["out_proj.bias"] = np.zeros(9, np.float32)
+            self.mha.load_state_dict(state)
+        with self.assertRaises(simdattn.Error) as cm:
+            simdattn.set_num_threads(-1)
+        self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_BAD_ARGUMENT")
+        self.assertNotIsInstance(cm.exception, ValueError)
+
+    def test_library_info(self):
+        self.assertRegex(simdattn.version(), r"^\d+\.\d+\.\d+$")
+        self.assertTrue(simdattn.simd_target())
+        self.assertEqual(simdattn.status_name(2), "SIMDATTN_ERR_BAD_SHAPE")
+        self.assertEqual(simdattn.status_name(42), "SIMDATTN_UNKNOWN_STATUS")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,549 @@
+"""NumPy bindings for libsimdattn (ctypes; standard library + NumPy only).
+
+The library is found through, in order: the environment variable SIMDATTN_LIBRARY (a path),
+build/src/libsimdattn.so of the checkout this file lives in, then the system loader.
+
+Every function computes in float32 (the library's only type). Inputs may be float32 or float64;
+the result has the inputs' common dtype (float32 in -> float32 out, float64 in -> float64 out,
+computed in float32 either way). Arrays are passed by strides where the library can express them
+(last dimension contiguous, non-negative strides, broadcast leading dimensions as stride 0) and
+copied otherwise.
+
+Errors: every non-OK library status raises `Error` (a RuntimeError with `.status`,
+`.status_name` and the library's message); SIMDATTN_ERR_BAD_SHAPE and shape mismatches found on
+the Python side raise `ShapeError`, a subclass of both `Error` and `ValueError`.
+"""
+
+import ctypes
+import ctypes.util
+import math
+import os
+
+import numpy as np
+
+__all__ = [
+    "Error", "ShapeError", "scaled_dot_product_attention", "softmax", "matmul",
+    "MultiheadSelfAttention", "set_num_threads", "get_num_threads", "version", "simd_target",
+    "status_name",
+]
+
+# simdattn_status values (include/simdattn.h).
+OK, ERR_NULL_POINTER, ERR_BAD_SHAPE, ERR_BAD_ARGUMENT, ERR_OUT_OF_MEMORY, ERR_INTERNAL = range(6)
+_CAUSAL = {"top_left": 1, "bottom_right": 2}  # SIMDATTN_CAUSAL_TOP_LEFT / _BOTTOM_RIGHT
+_F32 = np.dtype(np.float32)
+_ITEM = _F32.itemsize
+
+# ---------------------------------------------------------------------------- loading the library
+
+
+def _load_library():
+    env = os.environ.get("SIMDATTN_LIBRARY")
+    if env:
+        try:
+            return ctypes.CDLL(env)
+        except OSError as e:
+            raise ImportError(f"simdattn: SIMDATTN_LIBRARY={env!r} cannot be loaded: {e}") from e
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    local = os.path.join(root, "build", "src", "libsimdattn.so")
+    if os.path.exists(local):
+        return ctypes.CDLL(local)
+    found = ctypes.util.find_library("simdattn")
+    if found:
+        return ctypes.CDLL(found)
+    raise ImportError(
+        "simdattn: libsimdattn not found: SIMDATTN_LIBRARY is unset, " + local +
+        " does not exist and the system loader knows no 'simdattn'. Build it (tools/run-tests) "
+        "or set SIMDATTN_LIBRARY to the .so path.")
+
+
+_lib = _load_library()
+_fptr = ctypes.POINTER(ctypes.c_float)
+_i64 = ctypes.c_int64
+
+
+class _Strides(ctypes.Structure):
+    _fields_ = [("batch", _i64), ("head", _i64), ("seq", _i64)]
+
+
+class _SdpaOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t), ("scale", ctypes.c_float), ("causal", ctypes.c_int32),
+        ("kv_heads", _i64), ("mask", _fptr), ("mask_strides", _Strides),
+        ("kv_lens", ctypes.POINTER(_i64)), ("q_strides", _Strides), ("k_strides", _Strides),
+        ("v_strides", _Strides), ("out_strides", _Strides), ("lse", _fptr), ("weights", _fptr),
+    ]
+
+
+class _MhaWeights(ctypes.Structure):
+    _fields_ = [("in_proj_weight", _fptr), ("in_proj_bias", _fptr),
+                ("out_proj_weight", _fptr), ("out_proj_bias", _fptr)]
+
+
+class _MhaOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t), ("batch_first", ctypes.c_int32),
+        ("causal", ctypes.c_int32), ("key_padding_mask", ctypes.POINTER(ctypes.c_uint8)),
+        ("attn_mask", _fptr), ("attn_weights", _fptr),
+    ]
+
+
+def _declare(name, restype, *argtypes):
+    fn = getattr(_lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+_status = ctypes.c_int  # a C enum is int-sized
+_status_name = _declare("simdattn_status_name", ctypes.c_char_p, _status)
+_last_error = _declare("simdattn_last_error", ctypes.c_char_p)
+_version = _declare("simdattn_version", ctypes.c_char_p)
+_simd_target = _declare("simdattn_simd_target", ctypes.c_char_p)
+_set_num_threads = _declare("simdattn_set_num_threads", _status, ctypes.c_int32)
+_get_num_threads = _declare("simdattn_get_num_threads", ctypes.c_int32)
+_sgemm_batched = _declare(
+    "simdattn_sgemm_batched", _status, ctypes.c_int32, ctypes.c_int32, _i64, _i64, _i64, _i64,
+    ctypes.c_float, _fptr, _i64, _i64, _fptr, _i64, _i64, ctypes.c_float, _fptr, _i64, _i64)
+_softmax = _declare("simdattn_softmax", _status, _i64, _i64, _fptr, _i64, _fptr, _i64)
+_sdpa_options_init = _declare("simdattn_sdpa_options_init", None, ctypes.POINTER(_SdpaOptions))
+_sdpa = _declare("simdattn_sdpa", _status, _fptr, _fptr, _fptr, _fptr, _i64, _i64, _i64, _i64,
+                 _i64, _i64, ctypes.POINTER(_SdpaOptions))
+_mha_options_init = _declare("simdattn_mha_options_init", None, ctypes.POINTER(_MhaOptions))
+_mhsa = _declare("simdattn_mhsa", _status, _fptr, _fptr, _i64, _i64, _i64, _i64,
+                 ctypes.POINTER(_MhaWeights), ctypes.POINTER(_MhaOptions))
+
+
+def _init_options(cls, init):
+    """A default options struct; checks that the ctypes layout matches the library's."""
+    opts = cls()
+    init(ctypes.byref(opts))
+    if opts.struct_size != ctypes.sizeof(cls):
+        raise ImportError(f"simdattn: {cls.__name__} is {ctypes.sizeof(cls)} bytes here but "
+                          f"{opts.struct_size} in the library: binding and library disagree")
+    return opts
+
+
+_init_options(_SdpaOptions, _sdpa_options_init)
+_init_options(_MhaOptions, _mha_options_init)
+
+# ---------------------------------------------------------------------------- errors
+
+
+def status_name(status):
+    """The library's name for a status code, e.g. 'SIMDATTN_ERR_BAD_SHAPE'."""
+    return _status_name(int(status)).decode()
+
+
+class Error(RuntimeError):
+    """A failed library call: .status (int), .status_name and .message (the library's text)."""
+
+    def __init__(self, status, message):
+        self.status = int(status)
+        self.status_name = status_name(status)
+        self.message = message
+        super().__init__(f"{self.status_name}: {message}")
+
+
+class ShapeError(Error, ValueError):
+    """SIMDATTN_ERR_BAD_SHAPE, or shapes that do not fit together on the Python side."""
+
+    def __init__(self, message, status=ERR_BAD_SHAPE):
+        super().__init__(status, message)
+
+
+def _check(status):
+    if status == OK:
+        return
+    message = _last_error().decode()
+    if status == ERR_BAD_SHAPE:
+        raise ShapeError(message)
+    raise Error(status, message)
+
+
+# ---------------------------------------------------------------------------- library state
+
+
+def set_num_threads(n):
+    """Threads used inside each call; 0 = every CPU this process may run on."""
+    _check(_set_num_threads(int(n)))
+
+
+def get_num_threads():
+    return int(_get_num_threads())
+
+
+def version():
+    return _version().decode()
+
+
+def simd_target():
+    """The Highway target chosen at run time, e.g. 'AVX2'."""
+    return _simd_target().decode()
+
+# ---------------------------------------------------------------------------- array helpers
+
+
+def _ptr(a):
+    return a.ctypes.data_as(_fptr) if a is not None else None
+
+
+def _result_dtype(*arrays):
+    """The common dtype of the inputs; only float32 and float64 are accepted."""
+    dtype = np.result_type(*(np.asarray(a) for a in arrays))
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"simdattn: expected float32 or float64 arrays, got {dtype}")
+    return dtype
+
+
+def _as_f32(a, name):
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"simdattn: {name} must be float32 or float64, got {a.dtype}")
+    return a.astype(np.float32, copy=False)
+
+
+def _elem_strides(a):
+    """Element strides of a float32 view, or None when some stride is negative or unaligned."""
+    if any(s < 0 or s % _ITEM for s in a.strides):
+        return None
+    return [s // _ITEM for s in a.strides]
+
+
+def _rows_contiguous(a):
+    """a (float32) with a contiguous last dimension and non-negative element strides: a copy
+    only where the view has neither."""
+    s = _elem_strides(a)
+    if s is None or (a.ndim and a.shape[-1] > 1 and s[-1] != 1):
+        return np.ascontiguousarray(a)
+    return a
+
+
+def _collapse(lead, views, max_dims):
+    """Merges the leading dimensions `lead` (shared by every view) into at most `max_dims`
+    dimensions, right-aligned: returns (sizes, [strides per view]) in elements, or None when the
+    views' strides do not allow it. Size-1 dimensions are dropped; neighbours merge when the
+    outer stride is the inner stride times the inner size in every view."""
+    strides = [_elem_strides(v) for v in views]
+    if any(s is None for s in strides):
+        return None
+    merged = []  # [size, [stride per view]]
+    for i, n in enumerate(lead):
+        if n == 1:
+            continue
+        ss = [s[i] for s in strides]
+        if merged and all(o == s * n for o, s in zip(merged[-1][1], ss)):
+            merged[-1] = [merged[-1][0] * n, ss]
+        else:
+            merged.append([n, ss])
+    if len(merged) > max_dims:
+        return None
+    merged = [[1, [0] * len(views)]] * (max_dims - len(merged)) + merged
+    return [m[0] for m in merged], [[m[1][j] for m in merged] for j in range(len(views))]
+
+
+def _broadcast_lead(shapes, names):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        listed = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+        raise ShapeError(f"leading (batch) dimensions do not broadcast: {listed}") from None
+
+# ---------------------------------------------------------------------------- softmax, matmul
+
+
+def softmax(x, axis=-1):
+    """exp(x - max) / sum(exp(x - max)) along `axis` (simdattn_softmax): a row of all -inf gives
+    zeros, a row with NaN or +inf gives NaN."""
+    dtype = _result_dtype(x)
+    moved = np.moveaxis(_as_f32(x, "x"), axis, -1)
+    if moved.size == 0:
+        return np.zeros(np.shape(x), dtype)
+    cols = moved.shape[-1]
+    rows2d = _rows_contiguous(moved).reshape(-1, cols)  # a view when the rows are evenly spaced
+    ld = _elem_strides(rows2d)[0] if rows2d.shape[0] > 1 else cols
+    if ld < cols:  # e.g. a stride-0 broadcast view
+        rows2d, ld = np.ascontiguousarray(rows2d), cols
+    y = np.empty((rows2d.shape[0], cols), np.float32)
+    _check(_softmax(rows2d.shape[0], cols, _ptr(rows2d), ld, _ptr(y), cols))
+    return np.moveaxis(y.reshape(moved.shape), -1, axis).astype(dtype, copy=False)
+
+
+def _gemm_operand(a):
+    """(a, trans, ld) for a matrix stack [..., rows, cols]: row-major (trans 0), column-major
+    (trans 1, e.g. a transposed view), else a row-major copy."""
+    rows, cols = a.shape[-2:]
+    s = _elem_strides(a)
+    if s is not None:
+        sr, sc = s[-2], s[-1]
+        if cols == 1:
+            sc = 1  # the stride of a size-1 dimension is never used
+        if rows == 1:
+            sr = max(1, cols) if sc == 1 else 1
+        if sc == 1 and sr >= max(1, cols):
+            return a, 0, sr
+        if sr == 1 and sc >= max(1, rows):
+            return a, 1, sc
+    return np.ascontiguousarray(a), 0, max(1, cols)
+
+
+def matmul(a, b):
+    """a @ b with NumPy's matmul semantics (1-D operands promoted, leading dimensions broadcast),
+    via simdattn_sgemm_batched; broadcast operands are passed with stride 0."""
+    dtype = _result_dtype(a, b)
+    a, b = _as_f32(a, "a"), _as_f32(b, "b")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError("matmul: operands must have at least 1 dimension")
+    a2 = a[np.newaxis, :] if a.ndim == 1 else a
+    b2 = b[:, np.newaxis] if b.ndim == 1 else b
+    (m, k), (k2, n) = a2.shape[-2:], b2.shape[-2:]
+    if k != k2:
+        raise ShapeError(f"matmul: inner dimensions differ: a {a.shape}, b {b.shape}")
+    lead = _broadcast_lead([a2.shape[:-2], b2.shape[:-2]], ["a", "b"])
+    c = np.zeros(lead + (m, n), np.float32)
+    if c.size:
+        _batched_gemm(a2, b2, c, lead)
+    if a.ndim == 1:
+        c = c[..., 0, :]
+    if b.ndim == 1:
+        c = c[..., 0]
+    return c.astype(dtype, copy=False)
+
+
+def _batched_gemm(a, b, c, lead):
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    (a, ta, lda), (b, tb, ldb) = _gemm_operand(a), _gemm_operand(b)
+    av, bv = np.broadcast_to(a, lead + a.shape[-2:]), np.broadcast_to(b, lead + b.shape[-2:])
+    plan = _collapse(lead, [av, bv, c], 1)
+    if plan is None:  # leading strides that no single batch stride describes: copy
+        (av, ta, lda), (bv, tb, ldb) = (_gemm_operand(np.ascontiguousarray(t)) for t in (av, bv))
+        plan = _collapse(lead, [av, bv, c], 1)
+    (batch,), ((sa,), (sb,), (sc,)) = plan
+    _check(_sgemm_batched(ta, tb, batch, m, n, k, 1.0, _ptr(av), lda, sa, _ptr(bv), ldb, sb, 0.0,
+                          _ptr(c), n, sc))
+
+# ---------------------------------------------------------------------------- attention
+
+
+def _additive_mask(mask, true_means_attend, name):
+    """A float32 additive mask: boolean masks become 0 / -inf (True = may attend when
+    true_means_attend, else True = masked); float masks are used as they are."""
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        allowed = mask if true_means_attend else ~mask
+        return np.where(allowed, np.float32(0), np.float32(-np.inf))
+    return _as_f32(mask, name)
+
+
+def _sdpa_mask(attn_mask, lq, lkv):
+    """The mask as float32 [..., 1 or lq, lkv] with a contiguous last dimension."""
+    if attn_mask is None:
+        return None
+    mask = _additive_mask(attn_mask, True, "attn_mask")
+    mask = mask.reshape((1,) * max(0, 2 - mask.ndim) + mask.shape)
+    if mask.shape[-2] not in (1, lq) or mask.shape[-1] not in (1, lkv):
+        raise ShapeError(f"attn_mask {mask.shape} does not broadcast to (..., {lq}, {lkv})")
+    if mask.shape[-1] != lkv:  # broadcast over keys: the library wants a contiguous key row
+        mask = np.broadcast_to(mask, mask.shape[:-1] + (lkv,))
+    return _rows_contiguous(mask)
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None,
+                                 causal_alignment="top_left", return_lse=False):
+    """softmax(q k^T * scale + mask) v over the last two dimensions, like
+    torch.nn.functional.scaled_dot_product_attention.
+
+    q (..., Lq, d_k), k (..., Lkv, d_k), v (..., Lkv, d_v); leading dimensions (any number,
+    including none) broadcast with each other and with attn_mask's. attn_mask: boolean (True =
+    may attend) or additive float, broadcastable to (..., Lq, Lkv). is_causal may be combined
+    with attn_mask; causal_alignment 'top_left' (key j visible to query i iff j <= i, torch's
+    is_causal) or 'bottom_right' (j <= i + Lkv - Lq). scale: None = 1/sqrt(d_k); else > 0.
+    A query whose keys are all masked gives 0 (torch gives NaN) and lse -inf.
+    Returns out (..., Lq, d_v), or (out, lse) with lse (..., Lq) = log sum exp of the scores.
+    d_k == 0 with a non-empty output raises ShapeError (the default scale is undefined)."""
+    dtype = _result_dtype(q, k, v)
+    q, k, v = (_as_f32(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v")))
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.ndim < 2:
+            raise ShapeError(f"{name} must have at least 2 dimensions (..., seq, feature), "
+                             f"got shape {t.shape}")
+    (lq, dk), (lkv, dv) = q.shape[-2:], v.shape[-2:]
+    if k.shape[-1] != dk:
+        raise ShapeError(f"q and k feature sizes differ: q {q.shape}, k {k.shape}")
+    if k.shape[-2] != lkv:
+        raise ShapeError(f"k and v sequence lengths differ: k {k.shape}, v {v.shape}")
+    if causal_alignment not in _CAUSAL:
+        raise ValueError(f"causal_alignment must be 'top_left' or 'bottom_right', "
+                         f"got {causal_alignment!r}")
+    if scale is not None and not scale > 0:
+        raise Error(ERR_BAD_ARGUMENT, f"scale must be > 0 (got {scale}); None = 1/sqrt(d_k)")
+    mask = _sdpa_mask(attn_mask, lq, lkv)
+    operands = [q, k, v] + ([mask] if mask is not None else [])
+    lead = _broadcast_lead([t.shape[:-2] for t in operands], ["q", "k", "v", "attn_mask"])
+    out = np.zeros(lead + (lq, dv), np.float32)
+    lse = np.full(lead + (lq,), -np.inf, np.float32)
+    if lse.size and (out.size or return_lse):
+        _sdpa_call([_rows_contiguous(t) for t in operands], lead, out, lse if return_lse else None,
+                   scale, _CAUSAL[causal_alignment] if is_causal else 0)
+    out = out.astype(dtype, copy=False)
+    return (out, lse.astype(dtype, copy=False)) if return_lse else out
+
+
+def _sdpa_views(operands, lead):
+    """Broadcast views of q, k, v (and the mask) over `lead`, with the leading dimensions
+    collapsed to (batch, heads): ((batch, heads), views, [(batch, head) strides per view])."""
+    views = [np.broadcast_to(t, lead + t.shape[-2:]) for t in operands]
+    plan = _collapse(lead, views, 2)
+    if plan is None:  # no (batch, heads) strides describe the layout: copy
+        views = [np.ascontiguousarray(t) for t in views]
+        plan = _collapse(lead, views, 2)
+    sizes, strides = plan
+    return sizes, views, strides
+
+
+def _tensor_strides(view, lead_strides):
+    """simdattn_strides for a [batch, heads, seq, feature] view (a size-1 seq dimension gets a
+    non-zero stride: it is never used, and all-zero strides mean 'contiguous' to the library)."""
+    seq = _elem_strides(view)[-2] if view.shape[-2] > 1 else view.shape[-1]
+    return _Strides(lead_strides[0], lead_strides[1], seq)
+
+
+def _sdpa_call(operands, lead, out, lse, scale, causal):
+    (batch, heads), views, strides = _sdpa_views(operands, lead)
+    tensors = [_tensor_strides(v, s) for v, s in zip(views, strides)]
+    for i in range(3):  # a stride-0 broadcast in every dimension: copy (all zero = contiguous)
+        if (tensors[i].batch, tensors[i].head, tensors[i].seq) == (0, 0, 0):
+            views[i] = np.ascontiguousarray(views[i])
+            tensors[i] = _Strides(0, 0, 0)
+    lq, dv = out.shape[-2:]
+    opts = _init_options(_SdpaOptions, _sdpa_options_init)
+    opts.scale = 0.0 if scale is None else float(scale)
+    opts.causal = causal
+    opts.q_strides, opts.k_strides, opts.v_strides = tensors[:3]
+    opts.out_strides = _Strides(heads * lq * dv, lq * dv, dv)
+    if len(views) == 4:
+        opts.mask = _ptr(views[3])
+        mask_rows = views[3].shape[-2]  # 1 when the mask broadcasts over queries
+        opts.mask_strides = _Strides(strides[3][0], strides[3][1],
+                                     _elem_strides(views[3])[-2] if mask_rows > 1 else 0)
+    opts.lse = _ptr(lse)
+    q, k, v = views[:3]
+    _check(_sdpa(_ptr(q), _ptr(k), _ptr(v), _ptr(out), batch, heads, lq, k.shape[-2],
+                 q.shape[-1], v.shape[-1], ctypes.byref(opts)))
+
+
+class MultiheadSelfAttention:
+    """torch.nn.MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=batch_first)
+    used as self-attention in eval mode (no dropout), over simdattn_mhsa.
+
+    Parameters are NumPy float32 arrays named like torch's: in_proj_weight [3E, E],
+    in_proj_bias [3E], out_proj_weight [E, E], out_proj_bias [E] (the biases are None when
+    bias=False). Initialised like torch (xavier_uniform_ in_proj, Linear's default out_proj
+    weight, zero biases); load_state_dict() takes torch's state dict converted to NumPy."""
+
+    def __init__(self, embed_dim, num_heads, bias=True, batch_first=False, rng=None):
+        if num_heads < 1 or embed_dim % num_heads:
+            raise ShapeError(f"embed_dim ({embed_dim}) must be divisible by num_heads "
+                             f"({num_heads} >= 1)")
+        self.embed_dim, self.num_heads = int(embed_dim), int(num_heads)
+        self.head_dim = self.embed_dim // self.num_heads
+        self.batch_first = bool(batch_first)
+        rng = np.random.default_rng() if rng is None else rng
+        e = self.embed_dim
+        xavier = math.sqrt(6.0 / (e + 3 * e))  # xavier_uniform_ on [3E, E]
+        self.in_proj_weight = rng.uniform(-xavier, xavier, (3 * e, e)).astype(np.float32)
+        # torch.nn.Linear's kaiming_uniform_(a=sqrt(5)) bound is 1/sqrt(fan_in).
+        linear = 1.0 / math.sqrt(e) if e else 0.0
+        self.out_proj_weight = rng.uniform(-linear, linear, (e, e)).astype(np.float32)
+        self.in_proj_bias = np.zeros(3 * e, np.float32) if bias else None
+        self.out_proj_bias = np.zeros(e, np.float32) if bias else None
+
+    _KEYS = {"in_proj_weight": "in_proj_weight", "in_proj_bias": "in_proj_bias",
+             "out_proj.weight": "out_proj_weight", "out_proj.bias": "out_proj_bias"}
+
+    def state_dict(self):
+        """torch's keys -> NumPy arrays (the biases only when the module has them)."""
+        return {key: getattr(self, attr) for key, attr in self._KEYS.items()
+                if getattr(self, attr) is not None}
+
+    def load_state_dict(self, state):
+        """Copies torch's state dict (values as NumPy arrays); keys must match exactly."""
+        expected = set(self.state_dict())
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise KeyError(f"state dict keys differ: missing {sorted(missing)}, "
+                           f"unexpected {sorted(unexpected)}")
+        for key in expected:
+            current = getattr(self, self._KEYS[key])
+            value = np.ascontiguousarray(_as_f32(state[key], key))
+            if value.shape != current.shape:
+                raise ShapeError(f"{key} has shape {value.shape}, expected {current.shape}")
+            setattr(self, self._KEYS[key], value.copy() if value is state[key] else value)
+
+    def __call__(self, x, key_padding_mask=None, attn_mask=None, need_weights=False,
+                 is_causal=False):
+        """Returns (y, weights or None) like torch's forward(x, x, x, ...).
+
+        x: [L, N, E] ([N, L, E] when batch_first) or unbatched [L, E]. key_padding_mask [N, L]
+        ([L] unbatched): True = ignore that key (float: 0 or -inf). attn_mask [L, L]: boolean
+        True = NOT allowed (torch's MHA convention), or additive float. is_causal adds the
+        causal mask (key j visible to query i iff j <= i) to attn_mask. need_weights: weights
+        averaged over heads, [N, L, L] ([L, L] unbatched). A query whose keys are all masked gives
+        y = out_proj_bias and weights 0 (torch gives NaN)."""
+        dtype = _result_dtype(x)
+        x = np.asarray(x)
+        unbatched = x.ndim == 2
+        if x.ndim not in (2, 3) or x.shape[-1] != self.embed_dim:
+            raise ShapeError(f"x must be [L, N, {self.embed_dim}], [N, L, {self.embed_dim}] or "
+                             f"[L, {self.embed_dim}], got shape {x.shape}")
+        x3 = np.ascontiguousarray(_as_f32(x, "x")).reshape(
+            (x.shape[0], 1, self.embed_dim) if unbatched else x.shape)
+        batch_first = self.batch_first and not unbatched
+        seq, batch = (x3.shape[1], x3.shape[0]) if batch_first else x3.shape[:2]
+        kpm = self._key_padding(key_padding_mask, batch, seq, unbatched)
+        mask = self._attn_mask(attn_mask, seq)
+        y = np.empty_like(x3)
+        weights = np.zeros((batch, seq, seq), np.float32) if need_weights else None
+        self._run(x3, y, seq, batch, batch_first, is_causal, kpm, mask, weights)
+        y = y.reshape(x.shape).astype(dtype, copy=False)
+        if weights is not None:
+            weights = (weights[0] if unbatched else weights).astype(dtype, copy=False)
+        return y, weights
+
+    @staticmethod
+    def _key_padding(kpm, batch, seq, unbatched):
+        """uint8 [batch, seq], nonzero = padding; float masks must be 0 / -inf."""
+        if kpm is None:
+            return None
+        kpm = np.asarray(kpm)
+        want = (seq,) if unbatched else (batch, seq)
+        if kpm.shape != want:
+            raise ShapeError(f"key_padding_mask must have shape {want}, got {kpm.shape}")
+        if kpm.dtype.kind == "f":
+            if not np.all((kpm == 0) | (kpm == -np.inf)):
+                raise ValueError("a float key_padding_mask must hold only 0 and -inf here "
+                                 "(the C API takes a boolean mask)")
+            kpm = kpm == -np.inf
+        return np.ascontiguousarray(kpm != 0, dtype=np.uint8).reshape(batch, seq)
+
+    @staticmethod
+    def _attn_mask(attn_mask, seq):
+        if attn_mask is None:
+            return None
+        mask = np.ascontiguousarray(_additive_mask(attn_mask, False, "attn_mask"))
+        if mask.shape != (seq, seq):
+            raise ShapeError(f"attn_mask must have shape {(seq, seq)} (per-head 3-D masks are "
+                             f"not supported), got {mask.shape}")
+        return mask
+
+    def _run(self, x, y, seq, batch, batch_first, is_causal, kpm, mask, weights):
+        w = _MhaWeights(_ptr(self.in_proj_weight), _ptr(self.in_proj_bias),
+                        _ptr(self.out_proj_weight), _ptr(self.out_proj_bias))
+        opts = _init_options(_MhaOptions, _mha_options_init)
+        opts.batch_first = int(batch_first)
+        opts.causal = _CAUSAL["top_left"] if is_causal else 0
+        if kpm is not None:
+            opts.key_padding_mask = kpm.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        opts.attn_mask = _ptr(mask)
+        opts.attn_weights = _ptr(weights)
+        _check(_mhsa(_ptr(x), _ptr(y), seq, batch, self.embed_dim, self.num_heads,
+                     ctypes.byref(w), ctypes.byref(opts)))
