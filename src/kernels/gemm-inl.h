@@ -35,6 +35,32 @@ constexpr size_t kNV = 2;  // vectors per row of the register tile; NR = kNV * L
 
 HWY_INLINE size_t NR() { return kNV * hn::Lanes(DF()); }
 
+// crow[0:nr] = alpha * (v0, v1) + beta * crow (crow not read when beta == 0), nr <= NR.
+HWY_INLINE void StoreTileRow(VF v0, VF v1, float* HWY_RESTRICT crow, float alpha, float beta,
+                             size_t nr) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const VF valpha = hn::Set(d, alpha);
+  VF out0 = hn::Mul(v0, valpha);
+  VF out1 = hn::Mul(v1, valpha);
+  if (nr == kNV * N) {
+    if (beta != 0.0f) {
+      const VF vbeta = hn::Set(d, beta);
+      out0 = hn::MulAdd(vbeta, hn::LoadU(d, crow), out0);
+      out1 = hn::MulAdd(vbeta, hn::LoadU(d, crow + N), out1);
+    }
+    hn::StoreU(out0, d, crow);
+    hn::StoreU(out1, d, crow + N);
+    return;
+  }
+  if (beta != 0.0f) out0 = hn::MulAdd(hn::Set(d, beta), LoadUpTo(d, crow, nr, 0.0f), out0);
+  StoreUpTo(out0, d, crow, nr);
+  if (nr > N) {
+    if (beta != 0.0f) out1 = hn::MulAdd(hn::Set(d, beta), LoadUpTo(d, crow + N, nr - N, 0.0f), out1);
+    StoreUpTo(out1, d, crow + N, nr - N);
+  }
+}
+
 // C[r, c] = alpha * sum_{p < kc} A(r, p) * b[p * ldb + c] + beta * C[r, c]
 // for r < mr <= kMR, c < nr <= NR; A(r, p) = a[r * a_rs + p * a_cs].
 // b: a micro-panel of kc rows of NR floats, ldb apart (NR when packed); lanes >= nr are
@@ -45,46 +71,32 @@ HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t a_rs,
                             size_t ldc, float alpha, float beta, size_t mr, size_t nr) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  const float* HWY_RESTRICT rows[kMR];
-  for (size_t r = 0; r < kMR; ++r) rows[r] = a + std::min(r, mr - 1) * a_rs;
-  VF acc0[kMR], acc1[kMR];
-  for (size_t r = 0; r < kMR; ++r) {
-    acc0[r] = hn::Zero(d);
-    acc1[r] = hn::Zero(d);
-  }
+  // Named accumulators (not arrays) so the compiler keeps all 2 * kMR of them in registers;
+  // rows >= kMR compile away, rows >= mr read row mr - 1 again and are not stored.
+#define SIMDATTN_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define SIMDATTN_DECLARE(R)                                                   \
+  const float* HWY_RESTRICT a##R = a + std::min<size_t>(R, mr - 1) * a_rs; \
+  VF c##R##0 = hn::Zero(d), c##R##1 = hn::Zero(d);
+  SIMDATTN_ROWS(SIMDATTN_DECLARE)
+#undef SIMDATTN_DECLARE
   size_t pa = 0;
   for (size_t p = 0; p < kc; ++p, pa += a_cs, b += ldb) {
     const VF b0 = hn::LoadU(d, b);
     const VF b1 = hn::LoadU(d, b + N);
-    for (size_t r = 0; r < kMR; ++r) {
-      const VF ar = hn::Set(d, rows[r][pa]);
-      acc0[r] = hn::MulAdd(ar, b0, acc0[r]);
-      acc1[r] = hn::MulAdd(ar, b1, acc1[r]);
-    }
+#define SIMDATTN_FMA(R)                          \
+  if (R < kMR) {                                 \
+    const VF ar = hn::Set(d, a##R[pa]);          \
+    c##R##0 = hn::MulAdd(ar, b0, c##R##0);       \
+    c##R##1 = hn::MulAdd(ar, b1, c##R##1);       \
   }
-  const VF valpha = hn::Set(d, alpha);
-  const VF vbeta = hn::Set(d, beta);
-  for (size_t r = 0; r < kMR; ++r) {
-    if (r >= mr) break;
-    float* HWY_RESTRICT crow = c + r * ldc;
-    VF out0 = hn::Mul(acc0[r], valpha);
-    VF out1 = hn::Mul(acc1[r], valpha);
-    if (nr == kNV * N) {
-      if (beta != 0.0f) {
-        out0 = hn::MulAdd(vbeta, hn::LoadU(d, crow), out0);
-        out1 = hn::MulAdd(vbeta, hn::LoadU(d, crow + N), out1);
-      }
-      hn::StoreU(out0, d, crow);
-      hn::StoreU(out1, d, crow + N);
-      continue;
-    }
-    if (beta != 0.0f) out0 = hn::MulAdd(vbeta, LoadUpTo(d, crow, nr, 0.0f), out0);
-    StoreUpTo(out0, d, crow, nr);
-    if (nr > N) {
-      if (beta != 0.0f) out1 = hn::MulAdd(vbeta, LoadUpTo(d, crow + N, nr - N, 0.0f), out1);
-      StoreUpTo(out1, d, crow + N, nr - N);
-    }
+    SIMDATTN_ROWS(SIMDATTN_FMA)
+#undef SIMDATTN_FMA
   }
+#define SIMDATTN_STORE(R) \
+  if (R < kMR && R < mr) StoreTileRow(c##R##0, c##R##1, c + R * ldc, alpha, beta, nr);
+  SIMDATTN_ROWS(SIMDATTN_STORE)
+#undef SIMDATTN_STORE
+#undef SIMDATTN_ROWS
 }
 
 // Packs op(B)[0:kc, 0:nc] into ceil(nc / NR) micro-panels of kc x NR floats, zero padded, one
