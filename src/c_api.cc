@@ -294,12 +294,18 @@ simdattn_status simdattn_softmax(int64_t rows, int64_t cols, const float* x, int
 
 namespace {
 
-// Zero strides -> contiguous [batch, heads, seq, inner].
+// x * y, or INT64_MAX when that overflows (then Span4 reports the overflow if the stride matters).
+int64_t MulSaturated(int64_t x, int64_t y) {
+  int64_t r = 0;
+  return __builtin_mul_overflow(x, y, &r) ? INT64_MAX : r;
+}
+
+// Zero strides -> contiguous [batch, heads, seq, inner]; sizes are already known >= 0.
 simdattn_strides ResolveStrides(simdattn_strides st, int64_t heads, int64_t seq, int64_t inner) {
   if (st.batch == 0 && st.head == 0 && st.seq == 0) {
     st.seq = inner;
-    st.head = seq * inner;
-    st.batch = heads * seq * inner;
+    st.head = MulSaturated(seq, inner);
+    st.batch = MulSaturated(heads, st.head);
   }
   return st;
 }
