@@ -150,9 +150,10 @@ SIMDATTN_API void simdattn_sdpa_options_init(simdattn_sdpa_options* options);
  * lse and weights are written. d_k < 1 -> BAD_SHAPE (the scale is undefined).
  * Errors (nothing written): negative sizes or strides, kv_heads < 0 or not dividing heads,
  * kv_lens[b] outside [0, kv_len], overflow -> BAD_SHAPE; struct_size smaller than the first
- * version's, causal not in {0, 1, 2}, scale NaN, inf or < 0, out overlapping q, k, v, lse or
- * weights, lse overlapping weights -> BAD_ARGUMENT; NULL q/k/v/out with elements ->
- * NULL_POINTER.
+ * version's, causal not in {0, 1, 2}, scale NaN, inf or < 0, out, lse or weights overlapping
+ * q, k, v, the mask or one another, out strides that make two rows of out overlap ->
+ * BAD_ARGUMENT; NULL q/k/v/out with elements -> NULL_POINTER. Shape and flag checks come
+ * before the empty-problem shortcut, so an empty call with a bad flag still fails.
  * Memory: O(threads * block) scratch, never O(q_len * kv_len). Parallel over batch, heads and
  * query blocks; decode (small q_len) also splits kv_len and merges the parts in a fixed order. */
 SIMDATTN_API simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v,
