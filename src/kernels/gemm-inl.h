@@ -147,6 +147,15 @@ HWY_INLINE void PackATransposed(size_t kc, size_t mc, const float* HWY_RESTRICT 
   }
 }
 
+// Copies A rows, op(A)(i, p) = a[i * lda + p] for i < mc, p < kc, to out with row stride ldp:
+// read back with a_rs = ldp, a_cs = 1. Choosing ldp = a multiple of 16 floats plus 16 keeps the
+// kMR rows the microkernel streams in different L1 sets (a large power-of-two lda would put them
+// all in one set and thrash it).
+HWY_INLINE void PackARows(size_t kc, size_t mc, const float* HWY_RESTRICT a, size_t lda,
+                          float* HWY_RESTRICT out, size_t ldp) {
+  for (size_t i = 0; i < mc; ++i) memcpy(out + i * ldp, a + i * lda, kc * sizeof(float));
+}
+
 // Where the B micro-panels of a macro-kernel live: panel j starts at b + j * panel, its kc rows
 // are ldb apart. Packed panels: {packed, kc * NR, NR}; a row-major matrix: {b, NR, ldb}.
 struct PanelsB {

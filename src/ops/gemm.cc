@@ -24,6 +24,9 @@ constexpr int64_t kKC = 256;
 constexpr int64_t kMC = 192;
 // Widest column tile: its packed B slice, kKC x 2048 floats = 2 MiB, stays in L2/L3.
 constexpr int64_t kNC = 2048;
+// Tiles at least this wide copy non-transposed A rows first (the copy costs 1/(cols/NR) of the
+// FMAs; below this the in-place read wins).
+constexpr size_t kCopyRowsMinCols = 128;
 
 struct GemmTile {
   int64_t batch_index, i0, i1, j0, j1;
@@ -56,7 +59,13 @@ void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
   const size_t nr = NR();
   const size_t lda = static_cast<size_t>(g.lda), ldb = static_cast<size_t>(g.ldb);
   float* bpack = ThreadScratch(0, kKC * ((nt + nr - 1) / nr) * nr);
-  float* apack = g.trans_a ? ThreadScratch(1, kKC * ((kMC + kMR - 1) / kMR) * kMR) : nullptr;
+  // Non-transposed A is read in place unless the tile is wide enough to amortise a row copy
+  // that avoids L1 set conflicts between the kMR streamed rows.
+  const bool copy_rows = !g.trans_a && nt >= kCopyRowsMinCols;
+  const size_t ldp = (kKC + 15) / 16 * 16 + 16;
+  float* apack = g.trans_a ? ThreadScratch(1, kKC * ((kMC + kMR - 1) / kMR) * kMR)
+                 : copy_rows ? ThreadScratch(1, kMC * ldp)
+                             : nullptr;
   // op(B)(p, j) strides, and the first column of this tile.
   const size_t b_rs = g.trans_b ? 1 : ldb, b_cs = g.trans_b ? ldb : 1;
   const float* b_tile = b + t.j0 * static_cast<int64_t>(b_cs);
@@ -68,11 +77,15 @@ void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
     for (size_t ic = 0; ic < mt; ic += kMC) {
       const size_t mc = std::min<size_t>(kMC, mt - ic);
       const size_t row = static_cast<size_t>(t.i0) + ic;
+      float* cblock = c + ic * ldc;
       if (g.trans_a) {
         PackATransposed(kc, mc, a + pc * g.lda + row, lda, apack);
-        MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, packed, c + ic * ldc, ldc, g.alpha, beta);
+        MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, packed, cblock, ldc, g.alpha, beta);
+      } else if (copy_rows) {
+        PackARows(kc, mc, a + row * lda + pc, lda, apack, ldp);
+        MacroKernel(mc, nt, kc, apack, ldp, 1, kMR * ldp, packed, cblock, ldc, g.alpha, beta);
       } else {
-        MacroKernel(mc, nt, kc, a + row * lda + pc, lda, 1, kMR * lda, packed, c + ic * ldc, ldc,
+        MacroKernel(mc, nt, kc, a + row * lda + pc, lda, 1, kMR * lda, packed, cblock, ldc,
                     g.alpha, beta);
       }
     }
