@@ -17,6 +17,7 @@
 #include <cmath>
 #include <limits>
 
+#include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "src/kernels/common-inl.h"
@@ -120,6 +121,10 @@ HWY_INLINE void MergePartials(size_t parts, const float* const* pm, const float*
 // Few query columns (decode): dot products along d instead of the register-tile GEMM, which
 // would waste most of its NR lanes. At most kRowCols columns.
 constexpr size_t kRowCols = 8;
+// Rows (keys) ahead to prefetch in the decode path: ~8 rows of 512 B cover the memory latency
+// at the rate one core consumes them.
+constexpr size_t kPrefetchRows = 8;
+constexpr size_t kFloatsPerLine = 64 / sizeof(float);
 
 // s[r * ld + j] = scale * dot(k_r, q_j), k_r = k + r * k_seq, q_j = q + j * dk, for r < bk,
 // j < kCols. Two keys at a time: 2 * kCols independent FMA chains held in registers.
@@ -132,6 +137,12 @@ HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t 
   for (size_t r = 0; r < bk; r += 2) {
     const float* k0 = k + r * k_seq;
     const float* k1 = r + 1 < bk ? k0 + k_seq : k0;  // odd tail: row r again, discarded
+    // Decode streams K from memory: ask for the rows kPrefetchRows ahead (possibly past the
+    // block: prefetches never fault).
+    for (size_t p = 0; p < dk; p += kFloatsPerLine) {
+      hwy::Prefetch(k0 + kPrefetchRows * k_seq + p);
+      hwy::Prefetch(k1 + kPrefetchRows * k_seq + p);
+    }
     VF acc0[kCols], acc1[kCols];
     for (size_t j = 0; j < kCols; ++j) acc0[j] = acc1[j] = hn::Zero(d);
     size_t p = 0;
@@ -177,6 +188,9 @@ HWY_INLINE void AccumulateByRowsT(const float* HWY_RESTRICT v, size_t v_seq, siz
     }
     const float* vr = v + i0;
     for (size_t r = 0; r < bk; ++r, vr += v_seq) {
+      if (i0 == 0) {
+        for (size_t i = 0; i < dv; i += kFloatsPerLine) hwy::Prefetch(vr + kPrefetchRows * v_seq + i);
+      }
       const VF vv = w == N ? hn::LoadU(d, vr) : LoadPartial(d, vr, w, 0.0f);
       for (size_t j = 0; j < kCols; ++j) acc[j] = hn::MulAdd(vv, hn::Set(d, p[r * ld + j]), acc[j]);
     }
