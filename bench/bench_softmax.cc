@@ -37,18 +37,6 @@ bool RunSimdattn(SoftmaxOperands& o, BaselinePool&) {
   return simdattn_softmax(s.rows, s.cols, o.x.get(), s.cols, o.y.get(), s.cols) == SIMDATTN_OK;
 }
 
-// The textbook loop: max, then exp and sum, then divide; scalar std::exp, no SIMD intent.
-void NaiveSoftmaxRow(const float* x, float* y, int64_t cols) {
-  float max = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < cols; ++i) max = std::max(max, x[i]);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < cols; ++i) {
-    y[i] = std::exp(x[i] - max);
-    sum += y[i];
-  }
-  for (int64_t i = 0; i < cols; ++i) y[i] /= sum;
-}
-
 // Parallel over rows like simdattn, so the ratio measures the kernels, not the thread count.
 bool RunNaive(SoftmaxOperands& o, BaselinePool& pool) {
   const int64_t cols = o.shape.cols;

@@ -24,6 +24,14 @@ its rate, time, and the ratio primary / baseline for every other implementation 
 is faster). The rate is the first of flops (GFLOP/s), bytes_per_second (GB/s, read + write),
 items_per_second (Gelem/s) that the group's results carry. FLOP/s groups also show the primary's
 % of the measured peak (group "peak": the highest best_flops, else flops, of all its runs).
+Memory-bound rows: in a group whose rate is not bytes_per_second, a primary result that also
+carries bytes_per_second (the bytes it must move at least once, e.g. decode's K and V) gets a
+"x read time" column when a "membw" group exists: its time over the time to read those bytes at
+the measured bandwidth (the highest bytes_per_second in group membw), i.e. membw / its rate
+(1.00x = as fast as reading the bytes once).
+Variants: an implementation named base_config (e.g. torch_bf1_t2) beside an implementation base
+in the same group is one configuration of it (base being the fastest); variants get their own
+compact table of rates under the group's table instead of ratio columns.
 Repetitions: a "median" aggregate is used when present, else the median of the runs.
 """
 import argparse
@@ -33,6 +41,7 @@ import sys
 
 PRIMARY_IMPL = "simdattn"
 PEAK_GROUP = "peak"
+MEMBW_GROUP = "membw"
 # (counter, unit label, scale): the first present in a group is its rate.
 METRICS = [("flops", "GFLOP/s", 1e9), ("bytes_per_second", "GB/s", 1e9),
            ("items_per_second", "Gelem/s", 1e9)]
@@ -198,17 +207,29 @@ def ratio(a, b):
     return "-"
 
 
-def table_rows(group, shapes, impls, results, metric, peak):
+def memory_bandwidth(results):
+    """The highest bytes_per_second of the membw group (the measured read bandwidth), or None."""
+    rates = [r.get("bytes_per_second") for (g, _, _), r in results.items()
+             if g == MEMBW_GROUP and not r.get("error_occurred")]
+    return max((x for x in rates if x), default=None)
+
+
+def table_rows(group, shapes, impls, results, metric, peak, membw=None):
     """The header row and one row per shape of a group's table."""
     primary, baselines = impls[0], impls[1:]
     _, unit, scale = metric
     show_items = metric[0] == "bytes_per_second"
     show_peak = metric[0] == "flops" and peak is not None
+    bytes_metric = METRICS[1]
+    show_read = (membw is not None and metric != bytes_metric and
+                 any(isinstance(rate(results.get((group, primary, s)), bytes_metric), float)
+                     for s in shapes))
     head = ["shape", f"{primary} {unit}", "time"]
     head += [f"{primary} Gelem/s"] if show_items else []
     for b in baselines:
         head += [f"{b} {unit}", f"{primary}/{b}"]
     head += ["% peak"] if show_peak else []
+    head += ["x read time"] if show_read else []
     rows = [head]
     for shape in shapes:
         mine = results.get((group, primary, shape))
@@ -220,6 +241,8 @@ def table_rows(group, shapes, impls, results, metric, peak):
             row += [cell(theirs, scale), ratio(mine_rate, theirs)]
         if show_peak:
             row += [f"{100 * mine_rate / peak:.0f}%" if isinstance(mine_rate, float) else "-"]
+        if show_read:  # time / (bytes / membw) = membw / bytes rate
+            row += [ratio(membw, rate(mine, bytes_metric))]
         rows.append(row)
     return rows
 
@@ -238,18 +261,50 @@ def ordered_unique(items):
     return list(dict.fromkeys(items))
 
 
+def split_variants(impls):
+    """(main implementations, {base: [its variants]}): "torch_bf1_t2" is a variant of "torch"
+    when the group also has "torch" (a script's per-configuration results beside its best)."""
+    variants = {}
+    for impl in impls:
+        bases = [b for b in impls if b != impl and impl.startswith(b + "_")]
+        if bases:
+            base = min(bases, key=len)  # torch_bf1_t2_blas1 belongs to torch, not torch_bf1_t2
+            variants.setdefault(base, []).append(impl)
+    hidden = {v for vs in variants.values() for v in vs}
+    return [i for i in impls if i not in hidden], variants
+
+
+def variant_rows(group, shapes, variants, results, metric):
+    """A compact table of every variant's rate (no ratios), one row per shape."""
+    _, unit, scale = metric
+    rows = [["shape"] + [f"{v} {unit}" for v in variants]]
+    for shape in shapes:
+        rows.append([shape] + [cell(rate(results.get((group, v, shape)), metric), scale)
+                               for v in variants])
+    return rows
+
+
 def print_groups(results, peak):
+    membw = memory_bandwidth(results)
     for group in ordered_unique(g for g, _, _ in results if g != PEAK_GROUP):
         keys = [k for k in results if k[0] == group]
         impls = ordered_unique(i for _, i, _ in keys)
         if PRIMARY_IMPL in impls:
             impls = [PRIMARY_IMPL] + [i for i in impls if i != PRIMARY_IMPL]
+        impls, variants = split_variants(impls)
         metric = group_metric([results[k] for k in keys])
         if metric is None:
             continue
         print(f"\n== {group} ({metric[1]}; ratio > 1: {impls[0]} faster)")
         shapes = ordered_unique(s for _, _, s in keys)
-        print_table(table_rows(group, shapes, impls, results, metric, peak))
+        rows = table_rows(group, shapes, impls, results, metric, peak, membw)
+        print_table(rows)
+        if "x read time" in rows[0]:
+            print(f"x read time: {impls[0]}'s time / the time to read its bytes once at the "
+                  f"measured {membw / 1e9:.1f} GB/s ({MEMBW_GROUP})")
+        for base, names in variants.items():
+            print(f"{group}/{base} is the fastest of its configurations:")
+            print_table(variant_rows(group, shapes, names, results, metric))
 
 
 def print_errors(results):
