@@ -23,10 +23,15 @@ int NumThreads();
 // Runs inline when n <= grain or one thread is configured. Exceptions propagate to the caller.
 void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
 
-// Thread-local 64-byte aligned scratch of at least `floats` floats, reused across calls.
+// Thread-local 64-byte aligned scratch of at least `floats` floats, reused across calls (so a
+// repeated call pays no allocation or page faults; each thread keeps its largest request).
 // Distinct `slot`s (< kScratchSlots) are distinct buffers; contents are undefined on return.
 // Throws std::bad_alloc on failure. Valid until the same thread asks for the same slot again.
-constexpr int kScratchSlots = 4;
+// Slots 0..3 belong to the body of one parallel task; a buffer that lives for a whole call on
+// the calling thread (which also runs tasks) takes one of the call slots below.
+constexpr int kScratchSlots = 6;
+constexpr int kMhsaCallSlot = 4;
+constexpr int kSdpaCallSlot = 5;
 float* ThreadScratch(int slot, size_t floats);
 
 }  // namespace simdattn

@@ -108,8 +108,7 @@ void AttentionWithWeights(const MhsaArgs& m, const SdpaArgs& all) {
 
 void Mhsa(const MhsaArgs& m) {
   const int64_t rows = m.seq * m.batch, e = m.embed;
-  std::unique_ptr<float[]> scratch(new float[static_cast<size_t>(4 * rows * e)]);
-  float* qkv = scratch.get();
+  float* qkv = ThreadScratch(kMhsaCallSlot, static_cast<size_t>(4 * rows * e));
   float* attn = qkv + 3 * rows * e;
   Linear(rows, 3 * e, e, m.x, m.in_proj_weight, m.in_proj_bias, qkv);
   const SdpaArgs s = AttentionArgs(m, qkv, attn);

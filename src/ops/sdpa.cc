@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <vector>
 
 #include "hwy/highway.h"
@@ -299,17 +298,17 @@ void Sdpa(const SdpaArgs& a) {
     return;
   }
   const int64_t stride = PartialFloats(a.d_v);
-  std::unique_ptr<float[]> partials(new float[static_cast<size_t>(blocks * splits * stride)]);
+  float* partials = ThreadScratch(kSdpaCallSlot, static_cast<size_t>(blocks * splits * stride));
   ParallelFor(blocks * splits, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, task_of(i / splits, i % splits),
-                                           partials.get() + i * stride);
+                                           partials + i * stride);
     }
   });
   ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(MergeTaskImpl)(a, task_of(i, 0), splits,
-                                          partials.get() + i * splits * stride);
+                                          partials + i * splits * stride);
     }
   });
 }
