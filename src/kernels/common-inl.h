@@ -23,19 +23,37 @@ using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 constexpr size_t kMaxLanesF = HWY_MAX_BYTES / sizeof(float);
 
+// AVX2 and AVX-512 have true masked loads and stores (masked lanes neither fault nor get
+// written); other targets go through a stack buffer. (Re-defined for each target pass.)
+#undef SIMDATTN_TRUE_MASKED_OPS
+#if HWY_TARGET <= HWY_AVX2 && HWY_ARCH_X86
+#define SIMDATTN_TRUE_MASKED_OPS 1
+#else
+#define SIMDATTN_TRUE_MASKED_OPS 0
+#endif
+
 // Lanes [0, n) from p, the others `fill`; 0 < n <= Lanes(d).
 HWY_INLINE VF LoadPartial(DF d, const float* HWY_RESTRICT p, size_t n, float fill) {
+#if SIMDATTN_TRUE_MASKED_OPS
+  const auto m = hn::FirstN(d, n);
+  return hn::IfThenElse(m, hn::MaskedLoad(m, d, p), hn::Set(d, fill));
+#else
   HWY_ALIGN float buf[kMaxLanesF];
   for (size_t i = 0; i < hn::Lanes(d); ++i) buf[i] = fill;
   memcpy(buf, p, n * sizeof(float));
   return hn::Load(d, buf);
+#endif
 }
 
 // Writes lanes [0, n) of v to p; 0 < n <= Lanes(d).
 HWY_INLINE void StorePartial(VF v, DF d, float* HWY_RESTRICT p, size_t n) {
+#if SIMDATTN_TRUE_MASKED_OPS
+  hn::BlendedStore(v, hn::FirstN(d, n), d, p);
+#else
   HWY_ALIGN float buf[kMaxLanesF];
   hn::Store(v, d, buf);
   memcpy(p, buf, n * sizeof(float));
+#endif
 }
 
 // Loads lanes [0, n) of p (n may exceed Lanes(d): then a full vector).

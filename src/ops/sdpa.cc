@@ -84,6 +84,12 @@ void VisibleKeys(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t
   *hi = std::max(end, t.key0);
 }
 
+// Columns rounded up to whole vectors: the width the softmax and merge steps work on.
+size_t PaddedCols(const Columns& c) {
+  const size_t n = hn::Lanes(DF());
+  return (static_cast<size_t>(c.n) + n - 1) / n * n;
+}
+
 bool ByRows(const Columns& c) { return c.n <= static_cast<int64_t>(kRowCols); }
 
 const float* QueryRow(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t j) {
@@ -98,13 +104,12 @@ void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* 
     return;
   }
   const int64_t padded = (c.n + static_cast<int64_t>(NR()) - 1) / NR() * NR();
-  for (int64_t j = 0; j < padded; ++j) {
-    if (j >= c.n) {
-      for (int64_t p = 0; p < a.d_k; ++p) qt[p * kBlockCols + j] = 0.0f;
-      continue;
-    }
-    const float* src = QueryRow(a, t, c, j);
-    for (int64_t p = 0; p < a.d_k; ++p) qt[p * kBlockCols + j] = src[p];
+  const float* src[kBlockCols];
+  for (int64_t j = 0; j < c.n; ++j) src[j] = QueryRow(a, t, c, j);
+  for (int64_t p = 0; p < a.d_k; ++p) {  // row by row: contiguous writes
+    float* row = qt + p * kBlockCols;
+    for (int64_t j = 0; j < c.n; ++j) row[j] = src[j][p];
+    std::fill(row + c.n, row + padded, 0.0f);
   }
 }
 
@@ -151,10 +156,10 @@ void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const fl
 // The flash sweep: m, l per column and O^T (d_v x kBlockCols) over the task's visible keys.
 void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, float* s, float* m,
            float* l, float* o) {
-  const size_t ncols = (c.n + hn::Lanes(DF()) - 1) / hn::Lanes(DF()) * hn::Lanes(DF());
-  std::fill(m, m + kBlockCols, kNegInf);
-  std::fill(l, l + kBlockCols, 0.0f);
-  std::fill(o, o + a.d_v * kBlockCols, 0.0f);
+  const size_t ncols = PaddedCols(c);
+  std::fill(m, m + ncols, kNegInf);
+  std::fill(l, l + ncols, 0.0f);
+  for (int64_t i = 0; i < a.d_v; ++i) std::fill(o + i * kBlockCols, o + i * kBlockCols + ncols, 0.0f);
   int64_t lo = 0, hi = 0;
   VisibleKeys(a, t, c, &lo, &hi);
   if (lo >= hi) return;
@@ -200,7 +205,7 @@ void WriteWeights(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float*
   VisibleKeys(a, t, c, &lo, &hi);
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
-  const size_t ncols = (c.n + hn::Lanes(DF()) - 1) / hn::Lanes(DF()) * hn::Lanes(DF());
+  const size_t ncols = PaddedCols(c);
   for (int64_t k0 = lo; k0 < hi; k0 += kBlockKeys) {
     const int64_t bk = std::min(kBlockKeys, hi - k0);
     ScoreBlock(a, t, c, qt, k0, bk, s);
@@ -254,7 +259,7 @@ void MergeTaskImpl(const SdpaArgs& a, const SdpaTask& t, int64_t splits, const f
     pl[i] = pm[i] + kBlockCols;
     po[i] = pm[i] + 2 * kBlockCols;
   }
-  MergePartials(splits, pm.data(), pl.data(), po.data(), kBlockCols, a.d_v, kBlockCols, sc.m,
+  MergePartials(splits, pm.data(), pl.data(), po.data(), PaddedCols(c), a.d_v, kBlockCols, sc.m,
                 sc.l, sc.o);
   Finalize(a, t, c, sc.m, sc.l, sc.o);
 }
