@@ -99,6 +99,39 @@ HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t a_rs,
 #undef SIMDATTN_ROWS
 }
 
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+// out[i * ldo + j] = src[j * lds + i] for i, j < 16: a 16 x 16 transpose in registers (the
+// transposed-B pack, e.g. nn.Linear weights, would otherwise move one float per instruction).
+HWY_INLINE void Transpose16x16(const float* HWY_RESTRICT src, size_t lds, float* HWY_RESTRICT out,
+                               size_t ldo) {
+  __m512 r[16], t[16];
+  for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + j * lds);
+  for (int j = 0; j < 16; j += 2) {  // interleave 32-bit lanes of row pairs
+    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int j = 0; j < 16; j += 4) {  // interleave 64-bit pairs
+    const __m512d a = _mm512_castps_pd(t[j]), b = _mm512_castps_pd(t[j + 1]);
+    const __m512d c = _mm512_castps_pd(t[j + 2]), d = _mm512_castps_pd(t[j + 3]);
+    r[j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; ++j) {  // 128-bit blocks: rows 0-3 with 4-7, 8-11 with 12-15
+    t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
+    t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xdd);
+    t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
+    t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xdd);
+  }
+  for (int j = 0; j < 8; ++j) {  // 128-bit blocks: halves 0-7 with 8-15
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + i * ldo, r[i]);
+}
+#endif
+
 // Packs op(B)[0:kc, 0:nc] into ceil(nc / NR) micro-panels of kc x NR floats, zero padded, one
 // after another. op(B)(p, j) = b[p * b_rs + j * b_cs] with b_cs == 1 (rows of op(B) contiguous)
 // or b_rs == 1 (columns contiguous: the transposed case).
@@ -122,9 +155,19 @@ HWY_INLINE void PackB(size_t kc, size_t nc, const float* HWY_RESTRICT b, size_t 
         }
       }
     } else {
+      size_t p0 = 0;
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+      if (w == nr_full && b_rs == 1) {
+        for (; p0 + 16 <= kc; p0 += 16) {
+          for (size_t h = 0; h < nr_full; h += 16) {
+            Transpose16x16(b + (j0 + h) * b_cs + p0, b_cs, out + p0 * nr_full + h, nr_full);
+          }
+        }
+      }
+#endif
       for (size_t j = 0; j < w; ++j) {
         const float* src = b + (j0 + j) * b_cs;
-        for (size_t p = 0; p < kc; ++p) out[p * nr_full + j] = src[p * b_rs];
+        for (size_t p = p0; p < kc; ++p) out[p * nr_full + j] = src[p * b_rs];
       }
       for (size_t j = w; j < nr_full; ++j) {
         for (size_t p = 0; p < kc; ++p) out[p * nr_full + j] = 0.0f;
