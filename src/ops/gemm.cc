@@ -27,6 +27,8 @@ constexpr int64_t kNC = 2048;
 // Tiles at least this wide copy non-transposed A rows first (the copy costs 1/(cols/NR) of the
 // FMAs; below this the in-place read wins).
 constexpr size_t kCopyRowsMinCols = 128;
+// Multiply-adds below which a tile is not split further: ~10 us on one core.
+constexpr double kMinTileFlops = 96.0 * 96.0 * 96.0;
 
 struct GemmTile {
   int64_t batch_index, i0, i1, j0, j1;
@@ -112,11 +114,12 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 void Sgemm(const GemmArgs& g) {
   int64_t mr = 0, nr = 0;
   HWY_DYNAMIC_DISPATCH(GemmGeometryImpl)(&mr, &nr);
-  // Aim for two tiles per thread (load balance) but no tile under ~64^3 FMAs when avoidable;
-  // split columns first: that costs nothing extra, while splitting rows re-packs B.
+  // Aim for two tiles per thread (load balance) but no tile under kMinTileFlops: a oneTBB worker
+  // takes 3-5 us to join a parallel_for, so splitting a shorter problem only adds overhead.
+  // Split columns first: that costs nothing extra, while splitting rows re-packs B.
   const int threads = NumThreads();
   const double flops = static_cast<double>(g.m) * g.n * std::max<int64_t>(g.k, 1);
-  const int64_t by_size = std::max<int64_t>(1, static_cast<int64_t>(flops / (48.0 * 48 * 48)));
+  const int64_t by_size = std::max<int64_t>(1, static_cast<int64_t>(flops / kMinTileFlops));
   const int64_t want = std::min<int64_t>(threads > 1 ? 2 * threads : 1, by_size * g.batch);
   const int64_t per_matrix = CeilDiv(want, g.batch);
   const int64_t units_m = CeilDiv(g.m, mr), units_n = CeilDiv(g.n, nr);
