@@ -1,5 +1,7 @@
-// Per-target row softmax: max pass, fused exp + sum pass, scale pass. Highway's Exp maps -inf and
-// NaN to 0 silently, so special rows are detected here: all -inf -> zeros; NaN or +inf -> NaN.
+// Per-target row softmax: a max pass, a fused exp + sum pass and a scale pass per row, software-
+// pipelined across rows (SoftmaxRows); rows of at most one vector in registers. Highway's Exp
+// maps -inf and NaN to 0 silently, so special rows are detected here: all -inf -> zeros; NaN or
+// +inf anywhere -> all NaN.
 //
 // Contract of every function below: a row is n >= 1 floats; only [x, x + n) is read and only
 // [y, y + n) written (tails use fault-free masked loads/stores or a stack buffer, never a whole
@@ -58,6 +60,7 @@ inline SoftmaxPart CombineParts(const SoftmaxPart* parts, size_t count) {
 #include <limits>
 
 #include "hwy/contrib/math/math-inl.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "src/kernels/common-inl.h"
 
@@ -67,51 +70,49 @@ namespace HWY_NAMESPACE {
 
 constexpr float kSoftmaxInf = std::numeric_limits<float>::infinity();
 
-// Lanes [0, n) of p, the others `fill`; 0 < n < Lanes(d). AVX2 and AVX-512 have true masked
-// loads (fault-free, they read only the mask's lanes): one instruction instead of a copy through
-// the stack, which dominates short rows. Elsewhere (SSE4's MaskedLoad reads the whole vector)
-// the stack-buffer copy of common-inl.h.
-HWY_INLINE VF LoadTail(DF d, const float* HWY_RESTRICT p, size_t n, float fill) {
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  const auto m = hn::FirstN(d, n);
-  return hn::IfThenElse(m, hn::MaskedLoad(m, d, p), hn::Set(d, fill));
-#else
-  return LoadPartial(d, p, n, fill);
-#endif
-}
-
-// Writes lanes [0, n) of v to p; 0 < n < Lanes(d). Masked store where it writes only the mask's
-// lanes (AVX2, AVX-512; SSE4's BlendedStore rewrites the whole vector), else via the stack.
-HWY_INLINE void StoreTail(VF v, DF d, float* HWY_RESTRICT p, size_t n) {
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  hn::BlendedStore(v, hn::FirstN(d, n), d, p);
-#else
-  StorePartial(v, d, p, n);
-#endif
-}
-
-// Every loop below handles 4 vectors per iteration in named (register) variables: 4 independent
-// Exp chains keep the FMA pipes busy, and 4 accumulators hide the Add/Max latency. Named, not an
-// array: GCC kept arrays of Highway vectors on the stack (see gemm-inl.h).
+// Each pass works in blocks of kUnroll vectors held in named (register) variables: 4 independent
+// Exp chains keep the FMA pipes busy, and a block's tree of 4 before its one accumulating Add or
+// Max keeps the accumulator's latency off the critical path. Named, not an array: GCC kept
+// arrays of Highway vectors on the stack (see gemm-inl.h). A pass over a row is its blocks, then
+// its Rest function for the last n % (kUnroll * N) floats; SoftmaxRows runs the blocks of three
+// passes of three rows in one loop, with the same results.
 constexpr size_t kUnroll = 4;
 
-// Maximum of x[0:n]. A NaN may or may not survive Max (x86 returns the second operand): the
-// result is then NaN, or the maximum of some elements, and ExpPass catches the NaN either way.
+// ------------------------------------------------------------------ max pass
+
+// Running maximum of a row's blocks.
+struct MaxAcc {
+  VF m;
+};
+
+HWY_INLINE MaxAcc MaxInit(DF d) { return MaxAcc{hn::Set(d, -kSoftmaxInf)}; }
+
+// Folds x[0 : kUnroll * N) into acc.
+HWY_INLINE void MaxBlock(DF d, const float* HWY_RESTRICT x, MaxAcc& acc) {
+  const size_t N = hn::Lanes(d);
+  const VF m01 = hn::Max(hn::LoadU(d, x), hn::LoadU(d, x + N));
+  const VF m23 = hn::Max(hn::LoadU(d, x + 2 * N), hn::LoadU(d, x + 3 * N));
+  acc.m = hn::Max(acc.m, hn::Max(m01, m23));
+}
+
+// Folds x[i:n) into acc and returns the maximum of the row. A NaN may or may not survive Max
+// (x86 returns the second operand): the result is then NaN, or the maximum of some elements,
+// and the exp pass catches the NaN either way.
+HWY_INLINE float MaxRest(DF d, const float* HWY_RESTRICT x, size_t i, size_t n, MaxAcc acc) {
+  const size_t N = hn::Lanes(d);
+  for (; i + N <= n; i += N) acc.m = hn::Max(acc.m, hn::LoadU(d, x + i));
+  if (i < n) acc.m = hn::Max(acc.m, LoadPartial(d, x + i, n - i, -kSoftmaxInf));
+  return hn::GetLane(hn::MaxOfLanes(d, acc.m));
+}
+
+// Maximum of x[0:n].
 HWY_INLINE float RowMax(const float* HWY_RESTRICT x, size_t n) {
   const DF d;
-  const size_t N = hn::Lanes(d);
-  const VF neg_inf = hn::Set(d, -kSoftmaxInf);
-  VF m0 = neg_inf, m1 = neg_inf, m2 = neg_inf, m3 = neg_inf;
+  const size_t block = kUnroll * hn::Lanes(d);
+  MaxAcc acc = MaxInit(d);
   size_t i = 0;
-  for (; i + kUnroll * N <= n; i += kUnroll * N) {
-    m0 = hn::Max(m0, hn::LoadU(d, x + i));
-    m1 = hn::Max(m1, hn::LoadU(d, x + i + N));
-    m2 = hn::Max(m2, hn::LoadU(d, x + i + 2 * N));
-    m3 = hn::Max(m3, hn::LoadU(d, x + i + 3 * N));
-  }
-  for (; i + N <= n; i += N) m0 = hn::Max(m0, hn::LoadU(d, x + i));
-  if (i < n) m1 = hn::Max(m1, LoadTail(d, x + i, n - i, -kSoftmaxInf));
-  return hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
+  for (; i + block <= n; i += block) MaxBlock(d, x + i, acc);
+  return MaxRest(d, x, i, n, acc);
 }
 
 // True if x[0:n] holds a NaN (the rare path of rows whose maximum is -inf).
@@ -124,164 +125,298 @@ HWY_INLINE bool HasNaN(const float* HWY_RESTRICT x, size_t n) {
     if (!hn::AllTrue(d, hn::Eq(v, v))) return true;
   }
   if (i == n) return false;
-  const VF v = LoadTail(d, x + i, n - i, 0.0f);
+  const VF v = LoadPartial(d, x + i, n - i, 0.0f);
   return !hn::AllTrue(d, hn::Eq(v, v));
 }
 
-// y[i] = exp(x[i] - max) for i < n; returns their sum (a fixed order: per iteration a tree of
-// kUnroll vectors into one accumulator) and whether some x[i] is NaN. Precondition: max is finite and >= every non-NaN x[i], so each
-// t = x[i] - max is <= 0 (or -inf: Exp gives exactly 0) or NaN. A running sum of such t can only
+// ------------------------------------------------------------------ exp pass
+
+// The exp pass computes t = x - max and y = exp(t), where max is finite and >= every non-NaN x,
+// so each t is <= 0 (or -inf: Exp gives exactly 0) or NaN. A running sum of such t can only
 // become NaN through a NaN (-inf + -inf = -inf): one Add per vector detects the NaN that Exp
-// would silently map to 0. y may equal x.
-HWY_INLINE SoftmaxPart ExpSubAndSum(const float* x, float* y, size_t n, float max,
-                                     const float* next_x = nullptr, const float* next_y = nullptr) {
-  const DF d;
+// would silently map to 0.
+struct ExpAcc {
+  VF e_sum;  // sum of the exponentials; per block a tree of kUnroll vectors, then one Add
+  VF t_sum;  // sum of the t: NaN iff some x is NaN
+};
+
+HWY_INLINE ExpAcc ExpInit(DF d) { return ExpAcc{hn::Zero(d), hn::Zero(d)}; }
+
+// y[0 : kUnroll * N) = exp(x - vmax), folded into acc. y may equal x.
+HWY_INLINE void ExpBlock(DF d, const float* x, float* y, VF vmax, ExpAcc& acc) {
   const size_t N = hn::Lanes(d);
-  const VF vmax = hn::Set(d, max);
-  VF e_sum = hn::Zero(d);
-  VF t_sum = e_sum;  // sum of all t: NaN iff some x[i] is NaN
-  size_t i = 0;
-  for (; i + kUnroll * N <= n; i += kUnroll * N) {
-    const VF t0 = hn::Sub(hn::LoadU(d, x + i), vmax);
-    const VF t1 = hn::Sub(hn::LoadU(d, x + i + N), vmax);
-    const VF t2 = hn::Sub(hn::LoadU(d, x + i + 2 * N), vmax);
-    const VF t3 = hn::Sub(hn::LoadU(d, x + i + 3 * N), vmax);
-    if (next_x != nullptr) {
-      for (size_t j = 0; j < kUnroll * N; j += 16) __builtin_prefetch(next_x + i + j, 0, 2);
-    }
-    if (next_y != nullptr) {
-      for (size_t j = 0; j < kUnroll * N; j += 16) __builtin_prefetch(next_y + i + j, 1, 2);
-    }
-    const VF e0 = hn::Exp(d, t0), e1 = hn::Exp(d, t1), e2 = hn::Exp(d, t2), e3 = hn::Exp(d, t3);
-    hn::StoreU(e0, d, y + i);
-    hn::StoreU(e1, d, y + i + N);
-    hn::StoreU(e2, d, y + i + 2 * N);
-    hn::StoreU(e3, d, y + i + 3 * N);
-    e_sum = hn::Add(e_sum, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
-    t_sum = hn::Add(t_sum, hn::Add(hn::Add(t0, t1), hn::Add(t2, t3)));
-  }
+  const VF t0 = hn::Sub(hn::LoadU(d, x), vmax);
+  const VF t1 = hn::Sub(hn::LoadU(d, x + N), vmax);
+  const VF t2 = hn::Sub(hn::LoadU(d, x + 2 * N), vmax);
+  const VF t3 = hn::Sub(hn::LoadU(d, x + 3 * N), vmax);
+  const VF e0 = hn::Exp(d, t0), e1 = hn::Exp(d, t1), e2 = hn::Exp(d, t2), e3 = hn::Exp(d, t3);
+  hn::StoreU(e0, d, y);
+  hn::StoreU(e1, d, y + N);
+  hn::StoreU(e2, d, y + 2 * N);
+  hn::StoreU(e3, d, y + 3 * N);
+  acc.e_sum = hn::Add(acc.e_sum, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
+  acc.t_sum = hn::Add(acc.t_sum, hn::Add(hn::Add(t0, t1), hn::Add(t2, t3)));
+}
+
+// y[i:n) = exp(x - vmax), folded into acc; returns the row's sum and whether x holds a NaN.
+HWY_INLINE SoftmaxPart ExpRest(DF d, const float* x, float* y, size_t i, size_t n, VF vmax,
+                               ExpAcc acc) {
+  const size_t N = hn::Lanes(d);
   for (; i + N <= n; i += N) {
-    const VF t0 = hn::Sub(hn::LoadU(d, x + i), vmax);
-    const VF e0 = hn::Exp(d, t0);
-    hn::StoreU(e0, d, y + i);
-    e_sum = hn::Add(e_sum, e0);
-    t_sum = hn::Add(t_sum, t0);
+    const VF t = hn::Sub(hn::LoadU(d, x + i), vmax);
+    const VF e = hn::Exp(d, t);
+    hn::StoreU(e, d, y + i);
+    acc.e_sum = hn::Add(acc.e_sum, e);
+    acc.t_sum = hn::Add(acc.t_sum, t);
   }
   if (i < n) {  // padding lanes are -inf: t = -inf, exp 0
-    const VF t0 = hn::Sub(LoadTail(d, x + i, n - i, -kSoftmaxInf), vmax);
-    const VF e0 = hn::Exp(d, t0);
-    StoreTail(e0, d, y + i, n - i);
-    e_sum = hn::Add(e_sum, e0);
-    t_sum = hn::Add(t_sum, t0);
+    const VF t = hn::Sub(LoadPartial(d, x + i, n - i, -kSoftmaxInf), vmax);
+    const VF e = hn::Exp(d, t);
+    StorePartial(e, d, y + i, n - i);
+    acc.e_sum = hn::Add(acc.e_sum, e);
+    acc.t_sum = hn::Add(acc.t_sum, t);
   }
-  return SoftmaxPart{hn::GetLane(hn::SumOfLanes(d, e_sum)), !hn::AllTrue(d, hn::Eq(t_sum, t_sum))};
+  const float sum = hn::GetLane(hn::SumOfLanes(d, acc.e_sum));
+  return SoftmaxPart{sum, !hn::AllTrue(d, hn::Eq(acc.t_sum, acc.t_sum))};
+}
+
+// y[0:n) = exp(x - max) for a finite max >= every non-NaN x; y may equal x.
+HWY_INLINE SoftmaxPart ExpSubAndSum(const float* x, float* y, size_t n, float max) {
+  const DF d;
+  const size_t block = kUnroll * hn::Lanes(d);
+  const VF vmax = hn::Set(d, max);
+  ExpAcc acc = ExpInit(d);
+  size_t i = 0;
+  for (; i + block <= n; i += block) ExpBlock(d, x + i, y + i, vmax, acc);
+  return ExpRest(d, x, y, i, n, vmax, acc);
 }
 
 // The exp pass of a row, or of one segment of a row, given the maximum `max` of the whole row
 // (RowMax of the row, or the largest RowMax of its segments): writes y = exp(x - max) when max
 // is finite. Returns the part's sum and whether it makes the row NaN.
-HWY_INLINE SoftmaxPart ExpPass(const float* x, float* y, size_t n, float max,
-                                     const float* next_x = nullptr, const float* next_y = nullptr) {
+HWY_INLINE SoftmaxPart ExpPass(const float* x, float* y, size_t n, float max) {
   if (!(max < kSoftmaxInf)) return SoftmaxPart{0.0f, true};  // +inf, or a NaN in the maximum
   if (max == -kSoftmaxInf) return SoftmaxPart{0.0f, HasNaN(x, n)};  // -inf only (or NaN)
-  return ExpSubAndSum(x, y, n, max, next_x, next_y);
+  return ExpSubAndSum(x, y, n, max);
 }
 
-// y[i] = value for i < n.
+// ------------------------------------------------------------------ scale pass
+
+// Stores v at p: a non-temporal store (p vector-aligned; lines are neither read for ownership
+// nor kept in the caches) if kStream, else an ordinary one.
+template <bool kStream>
+HWY_INLINE void StoreVec(VF v, DF d, float* HWY_RESTRICT p) {
+  if (kStream) return hn::Stream(v, d, p);
+  hn::StoreU(v, d, p);
+}
+
+// dst[0 : kUnroll * N) = src * vs; dst may equal src.
+template <bool kStream>
+HWY_INLINE void ScaleBlock(DF d, const float* src, float* dst, VF vs) {
+  const size_t N = hn::Lanes(d);
+  const VF v0 = hn::LoadU(d, src), v1 = hn::LoadU(d, src + N);
+  const VF v2 = hn::LoadU(d, src + 2 * N), v3 = hn::LoadU(d, src + 3 * N);
+  StoreVec<kStream>(hn::Mul(v0, vs), d, dst);
+  StoreVec<kStream>(hn::Mul(v1, vs), d, dst + N);
+  StoreVec<kStream>(hn::Mul(v2, vs), d, dst + 2 * N);
+  StoreVec<kStream>(hn::Mul(v3, vs), d, dst + 3 * N);
+}
+
+// dst[i:n) = src * vs; dst may equal src.
+template <bool kStream>
+HWY_INLINE void ScaleRest(DF d, const float* src, float* dst, size_t i, size_t n, VF vs) {
+  const size_t N = hn::Lanes(d);
+  for (; i + N <= n; i += N) StoreVec<kStream>(hn::Mul(hn::LoadU(d, src + i), vs), d, dst + i);
+  if (i < n) StorePartial(hn::Mul(LoadPartial(d, src + i, n - i, 0.0f), vs), d, dst + i, n - i);
+}
+
+// dst[0:n) = src * s; dst may equal src.
+template <bool kStream>
+HWY_INLINE void ScaleRow(const float* src, float* dst, size_t n, float s) {
+  const DF d;
+  const size_t block = kUnroll * hn::Lanes(d);
+  const VF vs = hn::Set(d, s);
+  size_t i = 0;
+  for (; i + block <= n; i += block) ScaleBlock<kStream>(d, src + i, dst + i, vs);
+  ScaleRest<kStream>(d, src, dst, i, n, vs);
+}
+
+// y[0:n) = value.
 HWY_INLINE void FillRow(float* HWY_RESTRICT y, size_t n, float value) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const VF v = hn::Set(d, value);
   size_t i = 0;
   for (; i + N <= n; i += N) hn::StoreU(v, d, y + i);
-  if (i < n) StoreTail(v, d, y + i, n - i);
+  if (i < n) StorePartial(v, d, y + i, n - i);
 }
 
-// y[i] *= s for i < n.
-HWY_INLINE void ScaleRow(float* HWY_RESTRICT y, size_t n, float s) {
-  const DF d;
-  const size_t N = hn::Lanes(d);
-  const VF vs = hn::Set(d, s);
-  size_t i = 0;
-  for (; i + kUnroll * N <= n; i += kUnroll * N) {
-    const VF y0 = hn::LoadU(d, y + i), y1 = hn::LoadU(d, y + i + N);
-    const VF y2 = hn::LoadU(d, y + i + 2 * N), y3 = hn::LoadU(d, y + i + 3 * N);
-    hn::StoreU(hn::Mul(y0, vs), d, y + i);
-    hn::StoreU(hn::Mul(y1, vs), d, y + i + N);
-    hn::StoreU(hn::Mul(y2, vs), d, y + i + 2 * N);
-    hn::StoreU(hn::Mul(y3, vs), d, y + i + 3 * N);
-  }
-  for (; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::LoadU(d, y + i), vs), d, y + i);
-  if (i < n) StoreTail(hn::Mul(LoadTail(d, y + i, n - i, 0.0f), vs), d, y + i, n - i);
+// The factor the scale pass multiplies a row's exponentials by: 1 / sum (sum >= 1: the maximum
+// contributes exp(0)), or NaN for a row with a NaN (NaN * anything is NaN).
+HWY_INLINE float ScaleFactor(SoftmaxPart row) {
+  return row.bad ? std::numeric_limits<float>::quiet_NaN() : 1.0f / row.sum;
 }
 
-// The last pass of a row, or of one segment of a row, from the whole row's results: its
-// maximum, whether any part is bad and the total sum (>= 1 when max is finite: the maximum
-// contributes exp(0)). NaN rows -> NaN; all -inf -> zeros; else y (the exponentials) /= sum.
+// The last pass of a row, or of one segment of a row, from the whole row's results: its maximum
+// and its part (ExpPass, or CombineParts of the segments' ExpPass). NaN rows -> NaN; all -inf ->
+// zeros; else y (the exponentials) *= ScaleFactor.
 HWY_INLINE void FinishPass(float* HWY_RESTRICT y, size_t n, float max, SoftmaxPart row) {
   if (row.bad) return FillRow(y, n, std::numeric_limits<float>::quiet_NaN());
   if (max == -kSoftmaxInf) return FillRow(y, n, 0.0f);
-  ScaleRow(y, n, 1.0f / row.sum);
+  ScaleRow<false>(y, y, n, ScaleFactor(row));
 }
 
-// y[0:n] = softmax(x[0:n]); y may equal x.
-HWY_INLINE void SoftmaxRow(const float* x, float* y, size_t n,
-                                     const float* next_x = nullptr, const float* next_y = nullptr) {
+// ------------------------------------------------------------------ rows
+
+// y[0:n) = softmax(x[0:n)), three passes; y may equal x.
+HWY_INLINE void SoftmaxRow(const float* x, float* y, size_t n) {
   const float max = RowMax(x, n);
-  FinishPass(y, n, max, ExpPass(x, y, n, max, next_x, next_y));
+  FinishPass(y, n, max, ExpPass(x, y, n, max));
 }
 
-// y[0:n] = softmax(x[0:n]) for a row of at most one vector (n <= Lanes(d)): one load, one
-// store, no passes over memory. Rows that are not ordinary (the maximum is not finite, or a NaN)
-// go to SoftmaxRow. Bitwise the same as SoftmaxRow: the same Exp, sum and 1 / sum. y may equal x.
+// ------------------------------------------------------------------ short rows
+
+// Rows of at most one vector (n <= Lanes(d)) are held in one register: one load, one store, no
+// passes over memory. Bitwise the same as SoftmaxRow: the same Exp, sum and 1 / sum.
+
+// t = v - max(v): NaN in some lane iff v holds a NaN or +inf, or is all -inf (-inf - -inf);
+// padding lanes give -inf.
+HWY_INLINE VF SubRowMax(DF d, VF v) { return hn::Sub(v, hn::MaxOfLanes(d, v)); }
+
+// softmax of a row from its t (no NaN).
+HWY_INLINE VF ShortRowSoftmax(DF d, VF t) {
+  const VF e = hn::Exp(d, t);
+  return hn::Mul(e, hn::Div(hn::Set(d, 1.0f), hn::SumOfLanes(d, e)));
+}
+
+// y[0:n) = softmax(x[0:n)), n <= Lanes(d); rows that are not ordinary go to SoftmaxRow. y may
+// equal x.
 HWY_INLINE void SoftmaxShortRow(const float* x, float* y, size_t n) {
   const DF d;
-  const bool full = n == hn::Lanes(d);
-  const VF v = full ? hn::LoadU(d, x) : LoadTail(d, x, n, -kSoftmaxInf);
-  const VF t = hn::Sub(v, hn::MaxOfLanes(d, v));  // padding lanes: -inf
-  // t is NaN somewhere iff x holds a NaN or +inf, or is all -inf (-inf - -inf).
+  const VF t = SubRowMax(d, LoadUpTo(d, x, n, -kSoftmaxInf));
   if (!hn::AllTrue(d, hn::Eq(t, t))) return SoftmaxRow(x, y, n);
-  const VF e = hn::Exp(d, t);
-  const VF p = hn::Mul(e, hn::Div(hn::Set(d, 1.0f), hn::SumOfLanes(d, e)));
-  if (full) {
-    hn::StoreU(p, d, y);
-  } else {
-    StoreTail(p, d, y, n);
-  }
+  StoreUpTo(ShortRowSoftmax(d, t), d, y, n);
 }
 
-// y[0:n] = softmax(x[0:n]), n >= 1, by the fastest of the above for n; y may equal x.
-HWY_INLINE void SoftmaxAnyRow(const float* x, float* y, size_t n,
-                                     const float* next_x = nullptr, const float* next_y = nullptr) {
-  if (n <= hn::Lanes(DF())) return SoftmaxShortRow(x, y, n);
-  SoftmaxRow(x, y, n, next_x, next_y);
-}
-
-// dst[i] = src[i] * s for i < n, dst written with non-temporal (streaming) stores where it is
-// vector aligned: the lines are not read for ownership and do not evict the caches.
-// Call hwy::FlushStream() before another thread reads dst.
-HWY_INLINE void StreamScaled(const float* HWY_RESTRICT src, float* HWY_RESTRICT dst, size_t n,
-                             float s) {
+// SoftmaxShortRow of rows r < rows (x + r * ld_x -> y + r * ld_y), four rows at a time in named
+// registers: one row is a single chain of dependent steps (reductions, Exp, division) that the
+// out-of-order window cannot overlap with the next row's by itself.
+HWY_INLINE void SoftmaxShortRows(const float* x, size_t ld_x, float* y, size_t ld_y, size_t rows,
+                                 size_t n) {
   const DF d;
-  const size_t N = hn::Lanes(d);
-  const VF vs = hn::Set(d, s);
-  size_t i = 0;
-  for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % (N * sizeof(float)) != 0; ++i) {
-    dst[i] = src[i] * s;
+  size_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* x0 = x + r * ld_x;
+    float* y0 = y + r * ld_y;
+    const VF t0 = SubRowMax(d, LoadUpTo(d, x0, n, -kSoftmaxInf));
+    const VF t1 = SubRowMax(d, LoadUpTo(d, x0 + ld_x, n, -kSoftmaxInf));
+    const VF t2 = SubRowMax(d, LoadUpTo(d, x0 + 2 * ld_x, n, -kSoftmaxInf));
+    const VF t3 = SubRowMax(d, LoadUpTo(d, x0 + 3 * ld_x, n, -kSoftmaxInf));
+    const auto ordinary = hn::And(hn::And(hn::Eq(t0, t0), hn::Eq(t1, t1)),
+                                  hn::And(hn::Eq(t2, t2), hn::Eq(t3, t3)));
+    if (!hn::AllTrue(d, ordinary)) {  // nothing stored yet: redo the four one by one
+      for (size_t k = 0; k < 4; ++k) SoftmaxShortRow(x0 + k * ld_x, y0 + k * ld_y, n);
+      continue;
+    }
+    const VF p0 = ShortRowSoftmax(d, t0), p1 = ShortRowSoftmax(d, t1);
+    const VF p2 = ShortRowSoftmax(d, t2), p3 = ShortRowSoftmax(d, t3);
+    StoreUpTo(p0, d, y0, n);
+    StoreUpTo(p1, d, y0 + ld_y, n);
+    StoreUpTo(p2, d, y0 + 2 * ld_y, n);
+    StoreUpTo(p3, d, y0 + 3 * ld_y, n);
   }
-  for (; i + N <= n; i += N) hn::Stream(hn::Mul(hn::LoadU(d, src + i), vs), d, dst + i);
-  for (; i < n; ++i) dst[i] = src[i] * s;
+  for (; r < rows; ++r) SoftmaxShortRow(x + r * ld_x, y + r * ld_y, n);
 }
 
-// y[0:n] = softmax(x[0:n]) for outputs far larger than the caches: the exponentials go to a
-// cache-resident tmp (n floats) and y is written once by streaming stores, so the memory
-// traffic is one read of x and one write of y, as in a streaming copy. y may equal x.
-HWY_INLINE void SoftmaxRowStreaming(const float* x, float* y, size_t n, float* HWY_RESTRICT tmp,
-                                     const float* next_x = nullptr) {
-  const float max = RowMax(x, n);
-  const SoftmaxPart row = ExpPass(x, tmp, n, max, next_x);
-  if (row.bad || max == -kSoftmaxInf) return FinishPass(y, n, max, row);
-  StreamScaled(tmp, y, n, 1.0f / row.sum);
+// ------------------------------------------------------------------ pipelined rows
+
+// Prefetches the cache line at p into L2 (a read prefetch also serves the later stores: the line
+// arrives exclusive when no other core holds it). Not into L1: the rows in work fill it.
+HWY_INLINE void PrefetchL2(const float* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
+
+// Rows longer than this are not prefetched a row ahead: the rows in flight (x of rows r, r+1,
+// r+2 and y of rows r-1, r, r+1) should stay within a 1 MiB L2.
+constexpr size_t kPrefetchMaxCols = size_t{16} << 10;
+
+// Softmax of rows r < rows of n floats: x + r * ld_x -> y + r * ld_y (y may equal x with
+// ld_y == ld_x). Bitwise the same as SoftmaxRow on each row, but software-pipelined: one loop
+// runs the exp pass of row r, the max pass of row r + 1 and the scale pass of row r - 1, so no
+// pass waits for the reduction (max, sum) that precedes it, the max pass hides under the exp
+// pass's arithmetic, and x of row r + 2 is prefetched into L2 meanwhile (for r + 2 <
+// rows_present: rows past `rows` that exist, probably the caller's next chunk). Rows whose
+// maximum is not finite leave the pipeline for SoftmaxRow.
+// kStream: the exponentials go to tmp (2n floats, two rows) and y is written once, by
+// non-temporal stores (every row of y vector-aligned): the memory traffic of a streaming copy.
+// Else they go to y (whose row r + 1 is prefetched too: its stores then hit L2).
+template <bool kStream>
+HWY_INLINE void SoftmaxRowsPipelined(const float* x, size_t ld_x, float* y, size_t ld_y,
+                                     size_t rows, size_t rows_present, size_t n,
+                                     float* HWY_RESTRICT tmp) {
+  const DF d;
+  const size_t block = kUnroll * hn::Lanes(d);
+  constexpr size_t kLineFloats = 64 / sizeof(float);
+  // The row whose scale pass is pending, if any: its exponentials and its ScaleFactor.
+  float* scale_y = nullptr;
+  const float* scale_e = nullptr;
+  float scale = 0.0f;
+  float max = RowMax(x, n);  // of row r
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ld_x;
+    float* yr = y + r * ld_y;
+    float* er = kStream ? tmp + (r % 2) * n : yr;  // the exponentials of row r
+    const float* x_next = r + 1 < rows ? xr + ld_x : nullptr;  // its max pass runs along
+    const bool prefetch = r + 2 < rows_present && n <= kPrefetchMaxCols;
+    if (!(max < kSoftmaxInf) || max == -kSoftmaxInf) {  // +inf, NaN or all -inf: not pipelined
+      if (scale_y != nullptr) ScaleRow<kStream>(scale_e, scale_y, n, scale);
+      scale_y = nullptr;
+      SoftmaxRow(xr, yr, n);
+      if (x_next != nullptr) max = RowMax(x_next, n);
+      continue;
+    }
+    const VF vmax = hn::Set(d, max), vscale = hn::Set(d, scale);
+    ExpAcc exp_acc = ExpInit(d);
+    MaxAcc max_acc = MaxInit(d);
+    size_t i = 0;
+    for (; i + block <= n; i += block) {
+      if (prefetch) {
+        for (size_t j = 0; j < block; j += kLineFloats) {
+          PrefetchL2(xr + 2 * ld_x + i + j);
+          if (!kStream) PrefetchL2(yr + ld_y + i + j);
+        }
+      }
+      ExpBlock(d, xr + i, er + i, vmax, exp_acc);
+      if (x_next != nullptr) MaxBlock(d, x_next + i, max_acc);
+      if (scale_y != nullptr) ScaleBlock<kStream>(d, scale_e + i, scale_y + i, vscale);
+    }
+    const SoftmaxPart part = ExpRest(d, xr, er, i, n, vmax, exp_acc);
+    if (x_next != nullptr) max = MaxRest(d, x_next, i, n, max_acc);
+    if (scale_y != nullptr) ScaleRest<kStream>(d, scale_e, scale_y, i, n, vscale);
+    scale_y = yr;
+    scale_e = er;
+    scale = ScaleFactor(part);
+  }
+  if (scale_y != nullptr) ScaleRow<kStream>(scale_e, scale_y, n, scale);
+  if (kStream) hwy::FlushStream();  // before another thread may read y
+}
+
+// Softmax of rows r < rows of n floats (see SoftmaxRowsPipelined): short rows (n <= Lanes(d))
+// in registers, longer ones pipelined, with streaming stores if stream_tmp (2n floats of
+// scratch) is not null and the rows of y are vector-aligned.
+HWY_INLINE void SoftmaxRows(const float* x, size_t ld_x, float* y, size_t ld_y, size_t rows,
+                            size_t rows_present, size_t n, float* HWY_RESTRICT stream_tmp) {
+  const size_t N = hn::Lanes(DF());
+  if (n <= N) return SoftmaxShortRows(x, ld_x, y, ld_y, rows, n);
+  const bool aligned = reinterpret_cast<uintptr_t>(y) % (N * sizeof(float)) == 0 && ld_y % N == 0;
+  if (stream_tmp != nullptr && aligned) {
+    return SoftmaxRowsPipelined<true>(x, ld_x, y, ld_y, rows, rows_present, n, stream_tmp);
+  }
+  SoftmaxRowsPipelined<false>(x, ld_x, y, ld_y, rows, rows_present, n, nullptr);
 }
 
 }  // namespace HWY_NAMESPACE

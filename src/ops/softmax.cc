@@ -1,8 +1,9 @@
-// Softmax op: rows are independent, so rows are split across threads in fixed chunks. A few long
-// rows are also split along the row into fixed segments, so one long row uses every thread: three
-// passes (segment maxima; exponentials and partial sums with the row maximum; scaling), with the
-// partial maxima and sums combined in segment order. Chunks and segments depend on the shape
-// alone, so results are bitwise identical for every thread count.
+// Softmax op: rows are independent, so rows are split across threads in fixed chunks (each chunk
+// runs the kernel's row pipeline, with streaming stores for outputs larger than the caches). A
+// few very long rows are also split along the row into fixed segments, so one long row uses
+// every thread: three passes (segment maxima; exponentials and partial sums with the row
+// maximum; scaling), with the partial maxima and sums combined in segment order. Chunks and
+// segments depend on the shape alone, so results are bitwise identical for every thread count.
 
 // GCC does not schedule instructions before register allocation on x86 by default, so the
 // kUnroll Exp chains of ExpSubAndSum stay one after another in program order and the
@@ -17,10 +18,9 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include <algorithm>
+#include <new>
 #include <vector>
-#include <cstdlib>  // EXPERIMENT
 
-#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "src/kernels/softmax-inl.h"
 #include "src/ops/ops.h"
@@ -53,21 +53,12 @@ HWY_BEFORE_NAMESPACE();
 namespace simdattn {
 namespace HWY_NAMESPACE {
 
-// tmp: nullptr for cached stores, else cols floats of scratch for the streaming variant.
-void SoftmaxRowsImpl(int64_t r0, int64_t r1, int64_t cols, const float* x, int64_t ld_x, float* y,
-                     int64_t ld_y, float* tmp) {
-  const size_t n = static_cast<size_t>(cols);
-  static const int kXPf = getenv("XPF") ? atoi(getenv("XPF")) : 0;  // EXPERIMENT
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* nx = kXPf >= 1 && r + 1 < r1 ? x + (r + 1) * ld_x : nullptr;
-    const float* ny = kXPf >= 2 && r + 1 < r1 ? y + (r + 1) * ld_y : nullptr;
-    if (tmp == nullptr) {
-      SoftmaxAnyRow(x + r * ld_x, y + r * ld_y, n, nx, ny);
-    } else {
-      SoftmaxRowStreaming(x + r * ld_x, y + r * ld_y, n, tmp, nx);
-    }
-  }
-  if (tmp != nullptr) hwy::FlushStream();
+// Rows [r0, r1) of rows; stream_tmp: nullptr, or 2 * cols floats of scratch for streaming stores.
+void SoftmaxRowsImpl(int64_t r0, int64_t r1, int64_t rows, int64_t cols, const float* x,
+                     int64_t ld_x, float* y, int64_t ld_y, float* stream_tmp) {
+  SoftmaxRows(x + r0 * ld_x, static_cast<size_t>(ld_x), y + r0 * ld_y, static_cast<size_t>(ld_y),
+              static_cast<size_t>(r1 - r0), static_cast<size_t>(rows - r0),
+              static_cast<size_t>(cols), stream_tmp);
 }
 
 // Runs `pass` for tasks [t0, t1) of s.
@@ -106,14 +97,37 @@ HWY_EXPORT(SoftmaxSegmentsImpl);
 
 namespace {
 
-// Rows longer than this are split into segments of about this many floats (a multiple of
-// kSegmentAlign) when there are few of them: 32 KiB of x, thousands of cycles of exp per task.
-constexpr int64_t kSegmentCols = 8192;
+// Rows of at least this many floats (1 MiB) are split into segments when there are few of them.
+// Shorter rows stay on one thread: on Zen 5 one row of 100000 floats took 27 us on one core and
+// no less split in 2-13 segments over 2 threads (three parallel passes cost a few us of task
+// overhead, and a segment's passes may run on different cores); from 300000 floats on, the split
+// paid (2 threads: 1.5x at 300000, 1.75x at 1M, 2.4x at 4M floats).
+constexpr int64_t kSegmentMinCols = int64_t{1} << 18;
+// Segment length, about: 64 KiB of x, over 10 us of exp per task.
+constexpr int64_t kSegmentCols = int64_t{1} << 14;
 // Segments start on 256-byte boundaries relative to the row: whole cache lines and vectors.
 constexpr int64_t kSegmentAlign = 64;
 // Only rows fewer than this are segmented: with more, splitting by rows alone already feeds
 // the threads of common machines, and a row's later passes find it in its thread's cache.
 constexpr int64_t kSegmentRowsBelow = 8;
+
+// Row chunks: the work of a row is counted as cols + kRowOverheadUnits "units" (about a cycle
+// each: a short row costs about as much as 32 more floats of a long one, in its reductions and
+// its one Exp on a partly empty vector). A chunk has at least kMinChunkUnits (over a
+// microsecond: more than the task overhead), and there are at most kMaxChunks (enough to
+// balance tens of threads; more rows per chunk keep the row pipeline of SoftmaxRows running:
+// 4096 x 4096 took 4.5 ms in chunks of 3 rows, 2.7 ms in chunks of 31).
+constexpr int64_t kRowOverheadUnits = 32;
+constexpr int64_t kMinChunkUnits = 4096;
+constexpr int64_t kMaxChunks = 64;
+
+// Outputs of at least this many bytes are written by streaming stores past the caches (a
+// consumer would not find them there anyway): one read of x and one write of y, as in a
+// streaming copy, and no read for ownership of y (4096 x 4096 on 2 threads: about 5% faster
+// than ordinary stores with y prefetched).
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
+// Rows up to this many floats keep their two rows of exponentials in L2 for streaming.
+constexpr int64_t kStreamMaxCols = int64_t{1} << 16;
 
 // rows x cols split into segments; the passes run one after the other, each over all tasks.
 void SoftmaxSegmented(int64_t rows, int64_t cols, const float* x, int64_t ld_x, float* y,
@@ -137,23 +151,23 @@ void SoftmaxSegmented(int64_t rows, int64_t cols, const float* x, int64_t ld_x, 
 }  // namespace
 
 void Softmax(int64_t rows, int64_t cols, const float* x, int64_t ld_x, float* y, int64_t ld_y) {
-  static const bool kNoSeg = getenv("XSEG0") != nullptr;  // EXPERIMENT
-  if (!kNoSeg && rows < kSegmentRowsBelow && cols > kSegmentCols) {
+  if (rows < kSegmentRowsBelow && cols >= kSegmentMinCols) {
     return SoftmaxSegmented(rows, cols, x, ld_x, y, ld_y);
   }
-  // ~32K elements per chunk: large enough to hide the task overhead, small enough to balance.
-  constexpr int64_t kChunkElements = 32768;
-  // Outputs beyond this stream past the caches (a consumer would not find them there anyway).
-  constexpr int64_t kStreamBytes = int64_t{16} << 20;
-  // Rows up to this many floats keep their exponentials in L2 for the streaming variant.
-  constexpr int64_t kStreamMaxCols = int64_t{1} << 16;
-  const int64_t grain = std::max<int64_t>(1, kChunkElements / cols);
-  static const int kXStream = getenv("XSTREAM") ? atoi(getenv("XSTREAM")) : -1;  // EXPERIMENT
-  bool stream = rows * cols * int64_t{sizeof(float)} >= kStreamBytes && cols <= kStreamMaxCols;
-  if (kXStream >= 0) stream = kXStream == 1;  // EXPERIMENT
+  const int64_t row_units = cols + kRowOverheadUnits;
+  const int64_t grain = std::max((kMinChunkUnits + row_units - 1) / row_units,
+                                 (rows + kMaxChunks - 1) / kMaxChunks);
+  const bool stream =
+      rows * cols * int64_t{sizeof(float)} >= kStreamBytes && cols <= kStreamMaxCols;
   ParallelFor(rows, grain, [&](int64_t r0, int64_t r1) {
-    float* tmp = stream ? ThreadScratch(0, static_cast<size_t>(cols)) : nullptr;
-    HWY_DYNAMIC_DISPATCH(SoftmaxRowsImpl)(r0, r1, cols, x, ld_x, y, ld_y, tmp);
+    float* tmp = nullptr;
+    if (stream) {
+      try {
+        tmp = ThreadScratch(0, static_cast<size_t>(2 * cols));
+      } catch (const std::bad_alloc&) {  // ordinary stores then: nothing may fail half-written
+      }
+    }
+    HWY_DYNAMIC_DISPATCH(SoftmaxRowsImpl)(r0, r1, rows, cols, x, ld_x, y, ld_y, tmp);
   });
 }
 
