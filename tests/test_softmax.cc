@@ -4,6 +4,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "tests/test_util.h"
 
+#include "hwy/aligned_allocator.h"
+
 #include <algorithm>
 #include <iterator>
 #include <sstream>
@@ -192,6 +194,41 @@ TEST_CASE("softmax: many short rows (split across threads)") {
   Strided x = Input(sc);
   x.Randomize(60, -5.0f, 5.0f);
   CheckSoftmax(sc, x);
+}
+
+// Few rows of >= 2^18 floats are split into fixed segments across threads; the result must not
+// depend on the thread count and must match the reference, special rows included.
+TEST_CASE("softmax: huge rows split across threads, deterministic") {
+  constexpr int64_t kRows = 3, kCols = 300000;
+  std::vector<float> x = RandomFloats(kRows * kCols, 70, -30.0f, 30.0f);
+  x[kCols + 123456] = std::numeric_limits<float>::quiet_NaN();  // row 1: all NaN
+  std::fill(x.begin() + 2 * kCols, x.end() - 1, -kInf);        // row 2: one finite entry
+  Reference ref(kRows, kCols);
+  for (int64_t r = 0; r < kRows; ++r) ReferenceSoftmaxRow(x.data() + r * kCols, kCols, &ref, r);
+  std::vector<float> first;
+  ForEachThreadCount({1, 2, 3, 7}, [&](int32_t) {
+    std::vector<float> y = x;  // in place
+    CheckOk(simdattn_softmax(kRows, kCols, y.data(), kCols, y.data(), kCols));
+    CheckNear(y.data(), kCols, ref, "huge rows vs float64");
+    if (first.empty()) {
+      first = y;
+    } else {
+      CheckBitwiseEqual(y.data(), first.data(), y.size(), "same bits for every thread count");
+    }
+  });
+}
+
+// Outputs of >= 16 MiB with vector-aligned rows take the streaming-store path.
+TEST_CASE("softmax: streamed output (>= 16 MiB, aligned rows)") {
+  constexpr int64_t kRows = 4100, kCols = 1040;  // 17 MB of output; 1040 floats = 65 * 64 B
+  const std::vector<float> x = RandomFloats(kRows * kCols, 80, -10.0f, 10.0f);
+  Reference ref(kRows, kCols);
+  for (int64_t r = 0; r < kRows; ++r) ReferenceSoftmaxRow(x.data() + r * kCols, kCols, &ref, r);
+  auto y = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kCols));
+  ForEachTarget([&] {
+    CheckOk(simdattn_softmax(kRows, kCols, x.data(), kCols, y.get(), kCols));
+    CheckNear(y.get(), kCols, ref, "streamed softmax vs float64");
+  });
 }
 
 }  // namespace
