@@ -178,11 +178,8 @@ void RegisterAll(int threads) {
   for (const MhsaShape& shape : kShapes) {
     auto ctx = std::make_shared<MhsaContext>(shape, pool.get());
     for (const MhsaImpl& impl : kImpls) {
-      benchmark::RegisterBenchmark(
-          BenchName("mhsa", impl.name, ShapeName(shape)).c_str(),
-          [&impl, ctx, pool](benchmark::State& st) { RunMhsa(st, impl, *ctx); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMicrosecond);
+      Register(BenchName("mhsa", impl.name, ShapeName(shape)),
+               [&impl, ctx, pool](benchmark::State& st) { RunMhsa(st, impl, *ctx); });
     }
   }
 }

@@ -260,21 +260,15 @@ void RegisterAll(int threads) {
     auto ctx = std::make_shared<SdpaContext>(c, lazy, pool.get());
     for (const SdpaImpl& impl : kImpls) {
       if (impl.applies != nullptr && !impl.applies(c)) continue;
-      benchmark::RegisterBenchmark(
-          BenchName("sdpa", impl.name, CaseName(c)).c_str(),
-          [&impl, ctx, pool](benchmark::State& st) { RunSdpa(st, impl, *ctx); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMicrosecond);
+      Register(BenchName("sdpa", impl.name, CaseName(c)),
+               [&impl, ctx, pool](benchmark::State& st) { RunSdpa(st, impl, *ctx); });
     }
   }
   auto buffer = std::make_shared<Lazy<Buffer>>([] {
     return ZeroBuffer(static_cast<size_t>(kReadBytes / sizeof(float)));
   });
-  benchmark::RegisterBenchmark(
-      BenchName("membw", "read", std::to_string(kReadBytes)).c_str(),
-      [buffer, pool](benchmark::State& st) { ReadBandwidth(st, *buffer, *pool); })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond);
+  Register(BenchName("membw", "read", std::to_string(kReadBytes)),
+               [buffer, pool](benchmark::State& st) { ReadBandwidth(st, *buffer, *pool); });
 }
 
 }  // namespace

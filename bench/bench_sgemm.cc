@@ -125,10 +125,8 @@ void RegisterAll(int threads) {
   for (const GemmShape& shape : Shapes()) {
     auto lazy = std::make_shared<Lazy<GemmOperands>>([shape] { return MakeOperands(shape); });
     for (const GemmImpl& impl : kImpls) {
-      benchmark::RegisterBenchmark(BenchName("sgemm", impl.name, ShapeName(shape)).c_str(),
-                                   [&impl, lazy](benchmark::State& st) { RunGemm(st, impl, *lazy); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMicrosecond);
+      Register(BenchName("sgemm", impl.name, ShapeName(shape)),
+               [&impl, lazy](benchmark::State& st) { RunGemm(st, impl, *lazy); });
     }
   }
 }

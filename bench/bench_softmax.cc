@@ -96,11 +96,8 @@ void RegisterAll(int threads) {
   for (const SoftmaxShape& shape : kShapes) {
     auto lazy = std::make_shared<Lazy<SoftmaxOperands>>([shape] { return MakeOperands(shape); });
     for (const SoftmaxImpl& impl : kImpls) {
-      benchmark::RegisterBenchmark(
-          BenchName("softmax", impl.name, ShapeName(shape)).c_str(),
-          [&impl, lazy, pool](benchmark::State& st) { RunSoftmax(st, impl, *lazy, *pool); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMicrosecond);
+      Register(BenchName("softmax", impl.name, ShapeName(shape)),
+               [&impl, lazy, pool](benchmark::State& st) { RunSoftmax(st, impl, *lazy, *pool); });
     }
   }
 }

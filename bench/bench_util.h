@@ -281,6 +281,14 @@ inline void NaiveAttention(BaselinePool& pool, int64_t count, const NaiveAttenti
 // Parses the command line over this project's defaults (later flags win, so a user's
 // --benchmark_min_time replaces ours), registers through `register_all(threads)` and runs.
 // `threads` is BenchThreads(); simdattn is set to it before registration.
+// Registers one benchmark the way every program here times them: real time, microseconds.
+template <class F>
+inline void Register(const std::string& name, F&& fn) {
+  benchmark::RegisterBenchmark(name.c_str(), std::forward<F>(fn))
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
+}
+
 inline int BenchMain(int argc, char** argv, const std::function<void(int)>& register_all) {
   std::vector<char*> args = {argv[0], const_cast<char*>(kDefaultMinTimeFlag),
                              const_cast<char*>(kDefaultWarmUpFlag)};
