@@ -61,7 +61,9 @@ SIMDATTN_API const char* simdattn_simd_target(void);
 /* Sets the number of threads used inside each call. n == 0 means all hardware threads this
  * process may run on (its CPU affinity mask). n < 0 -> SIMDATTN_ERR_BAD_ARGUMENT (unchanged).
  * The initial value comes from the environment variable SIMDATTN_NUM_THREADS (a positive
- * integer), else 0. Affects calls that start after it returns; calls in flight keep their pool. */
+ * integer), else 0. Affects calls that start after it returns; calls in flight keep their pool.
+ * n above the CPU count is accepted (results stay identical) but oneTBB runs at most one thread
+ * per CPU and may print a warning saying so. */
 SIMDATTN_API simdattn_status simdattn_set_num_threads(int32_t n);
 
 /* The number of threads calls will use (>= 1; 0 has been resolved to the hardware count). */
@@ -190,7 +192,8 @@ SIMDATTN_API void simdattn_mha_options_init(simdattn_mha_options* options);
  * out_proj_bias) and attention weights 0 (PyTorch gives NaN there).
  * Errors: num_heads < 1 or embed_dim % num_heads != 0 -> BAD_SHAPE; weights NULL or its
  * weight matrices NULL (with elements) -> NULL_POINTER; seq_len == 0 or batch == 0 -> OK no-op.
- * Scratch: at most 4 * seq_len * batch * E floats per call. */
+ * Scratch: at most 4 * seq_len * batch * E floats per call, kept by the calling thread for its
+ * next call (so repeated calls pay no allocation or page faults); freed when the thread exits. */
 SIMDATTN_API simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t batch,
                                            int64_t embed_dim, int64_t num_heads,
                                            const simdattn_mha_weights* weights,
