@@ -107,10 +107,6 @@ HWY_EXPORT(GemmTileImpl);
 
 const char* SimdTarget() { return HWY_DYNAMIC_DISPATCH(TargetNameImpl)(); }
 
-namespace {
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-}  // namespace
-
 void Sgemm(const GemmArgs& g) {
   int64_t mr = 0, nr = 0;
   HWY_DYNAMIC_DISPATCH(GemmGeometryImpl)(&mr, &nr);

@@ -9,6 +9,9 @@
 
 namespace simdattn {
 
+// ceil(x / y) for x >= 0, y > 0: block counts in the ops' planning code.
+inline int64_t CeilDiv(int64_t x, int64_t y) { return (x + y - 1) / y; }
+
 // Highway target name chosen by dynamic dispatch, e.g. "AVX3".
 const char* SimdTarget();
 

@@ -274,10 +274,6 @@ namespace simdattn {
 HWY_EXPORT(AttendTaskImpl);
 HWY_EXPORT(MergeTaskImpl);
 
-namespace {
-int64_t CeilDiv(int64_t x, int64_t y) { return (x + y - 1) / y; }
-}  // namespace
-
 void Sdpa(const SdpaArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t cols = a.q_len * group;
