@@ -52,9 +52,10 @@ HEADER_KEYS = [("cpu_model", "CPU"), ("num_cpus", "CPUs"), ("cpu_mhz", "cpu MHz 
                ("simdattn_simd_target", "simdattn SIMD target"),
                ("openblas_corename", "OpenBLAS core"), ("openblas_config", "OpenBLAS config"),
                ("openblas_threads", "OpenBLAS threads"), ("onednn_version", "oneDNN"),
-               ("load_avg", "load average at start"), ("host_name", "host")]
+               ("caches", "caches"), ("load_avg", "load average at start"),
+               ("host_name", "host")]
 # Google Benchmark context keys not worth a header line.
-SKIPPED_CONTEXT = {"date", "executable", "mhz_per_cpu", "cpu_scaling_enabled", "caches",
+SKIPPED_CONTEXT = {"date", "executable", "mhz_per_cpu", "cpu_scaling_enabled",
                    "library_build_type", "json_schema_version", "peak_fma_formula",
                    "peak_fma_target"}
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -84,9 +85,13 @@ def load(paths):
         except (OSError, ValueError) as e:
             print(f"warning: skipping {path}: {e}", file=sys.stderr)
             continue
-        contexts.append(data.get("context", {}))
-        for position, b in enumerate(data.get("benchmarks", [])):
-            key = parse_name(b.get("run_name", b["name"]))
+        if not isinstance(data, dict):
+            print(f"warning: skipping {path}: not a JSON object", file=sys.stderr)
+            continue
+        contexts.append(data.get("context") or {})
+        for position, b in enumerate(data.get("benchmarks") or []):
+            name = b.get("run_name", b.get("name")) if isinstance(b, dict) else None
+            key = parse_name(name) if isinstance(name, str) else None
             if key is not None:
                 records.setdefault(key, []).append(b)
                 order.setdefault(key, (file_index, b.get("family_index", position)))
@@ -108,12 +113,38 @@ def pick(runs):
     return ordered[(len(ordered) - 1) // 2]
 
 
+def cache_text(cache):
+    """A Google Benchmark "caches" entry as 'L2 Unified 1024 KiB'; anything else as text."""
+    try:
+        return f"L{cache['level']} {cache['type']} {int(cache['size']) // 1024} KiB"
+    except (KeyError, TypeError, ValueError):
+        return context_text(cache)
+
+
+def context_text(value, key=None):
+    """One header value as text, whatever JSON type Google Benchmark (or a script) gave it:
+    numbers in a list to 2 decimals (load_avg), dicts as key=value (the "caches" entries), lists
+    of anything joined."""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={context_text(v)}" for k, v in value.items())
+    if isinstance(value, list) and key == "caches":
+        return ", ".join(cache_text(v) for v in value)
+    if isinstance(value, list):
+        sep = ", " if any(isinstance(v, (dict, list)) for v in value) else " "
+        return sep.join(context_text(v) for v in value)
+    return str(value)
+
+
 def merged_context(contexts):
     """key -> ' | '.join of its distinct values across files (first-seen order)."""
     merged = {}
     for ctx in contexts:
+        if not isinstance(ctx, dict):
+            continue
         for key, value in ctx.items():
-            text = " ".join(f"{v:.2f}" for v in value) if isinstance(value, list) else str(value)
+            text = context_text(value, key)
             values = merged.setdefault(key, [])
             if text not in values:
                 values.append(text)
@@ -123,9 +154,12 @@ def merged_context(contexts):
 def print_load_warning(contexts):
     """Warns when the cores were busy before a program started (1-minute load > CPUs)."""
     for ctx in contexts:
-        load, cpus = ctx.get("load_avg") or [0.0], ctx.get("num_cpus", 0)
-        if cpus and load[0] > cpus:
-            print(f"warning: load average {load[0]:.1f} on {cpus} CPUs when "
+        load, cpus = ctx.get("load_avg"), ctx.get("num_cpus")
+        load = load[0] if isinstance(load, list) and load else load
+        if not isinstance(load, (int, float)) or not isinstance(cpus, (int, float)):
+            continue
+        if cpus and load > cpus:
+            print(f"warning: load average {load:.1f} on {cpus} CPUs when "
                   f"{ctx.get('executable', 'a program')} started: other processes shared the "
                   "cores, the figures are unreliable")
 
