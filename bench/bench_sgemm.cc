@@ -15,6 +15,7 @@
 
 #include "bench/bench_util.h"
 #include "simdattn.h"
+#include "src/cpu.h"
 
 namespace simdattn_bench {
 namespace {
@@ -117,6 +118,12 @@ void SetUpBaselines(int threads) {
   benchmark::AddCustomContext("openblas_config", openblas_get_config());
   benchmark::AddCustomContext("openblas_threads", std::to_string(openblas_get_num_threads()));
   benchmark::AddCustomContext("onednn_version", OneDnnVersion());
+  // What the library read from the CPU and the blocking it derived (src/cpu.cc is compiled in
+  // here; its register tile follows the SIMD target: AVX-512 8 x 32, AVX2 6 x 16, SSE4 6 x 8).
+  const std::string target = simdattn_simd_target();
+  const int64_t mr = target.rfind("AVX3", 0) == 0 ? 8 : 6;
+  const int64_t nr = target.rfind("AVX3", 0) == 0 ? 32 : target == "AVX2" ? 16 : 8;
+  benchmark::AddCustomContext("simdattn_gemm_blocking", simdattn::DescribeBlocking(mr, nr));
 }
 
 void RegisterAll(int threads) {

@@ -50,6 +50,7 @@ ITEMS_METRIC = METRICS[2]
 HEADER_KEYS = [("cpu_model", "CPU"), ("num_cpus", "CPUs"), ("cpu_mhz", "cpu MHz (/proc/cpuinfo)"),
                ("threads", "threads"), ("simdattn_version", "simdattn"),
                ("simdattn_simd_target", "simdattn SIMD target"),
+               ("simdattn_gemm_blocking", "simdattn GEMM blocking"),
                ("openblas_corename", "OpenBLAS core"), ("openblas_config", "OpenBLAS config"),
                ("openblas_threads", "OpenBLAS threads"), ("onednn_version", "oneDNN"),
                ("caches", "caches"), ("load_avg", "load average at start"),

@@ -1,8 +1,8 @@
 // SGEMM op: plans tiles of C, runs them on the library's arena, and dispatches the per-target
 // Goto/BLIS loops (kernels/gemm-inl.h) inside each tile.
 //
-// Blocking (per tile): for PC over K in kKC slices { pack op(B) for the tile's columns;
-//   for IC over the tile's rows in kMC blocks { for JR { for IR { microkernel }}}}.
+// Blocking (per tile): for PC over K in KC slices { pack op(B) for the tile's columns;
+//   for IC over the tile's rows in MC blocks { for JR { for IR { microkernel }}}}.
 // Parallelism is over batch x row tiles x column tiles only; every C element accumulates its
 // k-sum in the same order whatever the tiling, so results never depend on the thread count.
 
@@ -11,6 +11,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include "hwy/highway.h"
+#include "src/cpu.h"
 #include "src/kernels/gemm-inl.h"
 #include "src/ops/ops.h"
 #include "src/threading.h"
@@ -18,12 +19,8 @@
 #ifndef SIMDATTN_OPS_GEMM_ONCE_
 #define SIMDATTN_OPS_GEMM_ONCE_
 namespace simdattn {
-// 256 x NR(32) floats = 32 KiB: one packed B micro-panel stays in L1 (32-48 KiB) during IR.
-constexpr int64_t kKC = 256;
-// 192 x 256 floats = 192 KiB of A per IC block: fits L2 (1-2 MiB) with the packed B panels.
-constexpr int64_t kMC = 192;
-// Widest column tile: its packed B slice, kKC x 2048 floats = 2 MiB, stays in L2/L3.
-constexpr int64_t kNC = 2048;
+// KC, MC, NC come from the CPU's caches (src/cpu.h: the BLIS analytical model), fixed per
+// process so every element's k-sum runs in the same order for any thread count.
 // Tiles at least this wide copy non-transposed A rows first (the copy costs 1/(cols/NR) of the
 // FMAs; below this the in-place read wins).
 constexpr size_t kCopyRowsMinCols = 128;
@@ -47,7 +44,7 @@ void GemmGeometryImpl(int64_t* mr, int64_t* nr) {
   *nr = static_cast<int64_t>(NR());
 }
 
-void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
+void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t) {
   const float* a = g.a + t.batch_index * g.stride_a;
   const float* b = g.b + t.batch_index * g.stride_b;
   float* c = g.c + t.batch_index * g.stride_c + t.i0 * g.ldc + t.j0;
@@ -60,24 +57,26 @@ void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
   }
   const size_t nr = NR();
   const size_t lda = static_cast<size_t>(g.lda), ldb = static_cast<size_t>(g.ldb);
-  float* bpack = ThreadScratch(0, kKC * ((nt + nr - 1) / nr) * nr);
+  const int64_t kc_blk = blk.kc;
+  const size_t mc_blk = static_cast<size_t>(blk.mc);
+  float* bpack = ThreadScratch(0, kc_blk * ((nt + nr - 1) / nr) * nr);
   // Non-transposed A is read in place unless the tile is wide enough to amortise a row copy
   // that avoids L1 set conflicts between the kMR streamed rows.
   const bool copy_rows = !g.trans_a && nt >= kCopyRowsMinCols;
-  const size_t ldp = (kKC + 15) / 16 * 16 + 16;
-  float* apack = g.trans_a ? ThreadScratch(1, kKC * ((kMC + kMR - 1) / kMR) * kMR)
-                 : copy_rows ? ThreadScratch(1, kMC * ldp)
+  const size_t ldp = (kc_blk + 15) / 16 * 16 + 16;
+  float* apack = g.trans_a ? ThreadScratch(1, kc_blk * ((mc_blk + kMR - 1) / kMR) * kMR)
+                 : copy_rows ? ThreadScratch(1, mc_blk * ldp)
                              : nullptr;
   // op(B)(p, j) strides, and the first column of this tile.
   const size_t b_rs = g.trans_b ? 1 : ldb, b_cs = g.trans_b ? ldb : 1;
   const float* b_tile = b + t.j0 * static_cast<int64_t>(b_cs);
-  for (int64_t pc = 0; pc < g.k; pc += kKC) {
-    const size_t kc = static_cast<size_t>(std::min(kKC, g.k - pc));
+  for (int64_t pc = 0; pc < g.k; pc += kc_blk) {
+    const size_t kc = static_cast<size_t>(std::min(kc_blk, g.k - pc));
     const float beta = pc == 0 ? g.beta : 1.0f;
     PackB(kc, nt, b_tile + pc * static_cast<int64_t>(b_rs), b_rs, b_cs, bpack);
     const PanelsB packed{bpack, kc * nr, nr};
-    for (size_t ic = 0; ic < mt; ic += kMC) {
-      const size_t mc = std::min<size_t>(kMC, mt - ic);
+    for (size_t ic = 0; ic < mt; ic += mc_blk) {
+      const size_t mc = std::min(mc_blk, mt - ic);
       const size_t row = static_cast<size_t>(t.i0) + ic;
       float* cblock = c + ic * ldc;
       if (g.trans_a) {
@@ -110,6 +109,7 @@ const char* SimdTarget() { return HWY_DYNAMIC_DISPATCH(TargetNameImpl)(); }
 void Sgemm(const GemmArgs& g) {
   int64_t mr = 0, nr = 0;
   HWY_DYNAMIC_DISPATCH(GemmGeometryImpl)(&mr, &nr);
+  const GemmBlocking blk = ProcessGemmBlocking(mr, nr);
   // Aim for two tiles per thread (load balance) but no tile under kMinTileFlops: a oneTBB worker
   // takes 3-5 us to join a parallel_for, so splitting a shorter problem only adds overhead.
   // Split columns first: that costs nothing extra, while splitting rows re-packs B.
@@ -119,7 +119,7 @@ void Sgemm(const GemmArgs& g) {
   const int64_t want = std::min<int64_t>(threads > 1 ? 2 * threads : 1, by_size * g.batch);
   const int64_t per_matrix = CeilDiv(want, g.batch);
   const int64_t units_m = CeilDiv(g.m, mr), units_n = CeilDiv(g.n, nr);
-  int64_t n_tiles = std::max(CeilDiv(g.n, kNC), std::min(units_n, per_matrix));
+  int64_t n_tiles = std::max(CeilDiv(g.n, blk.nc), std::min(units_n, per_matrix));
   int64_t m_tiles = std::min(units_m, CeilDiv(per_matrix, n_tiles));
   const int64_t tile_n = CeilDiv(units_n, n_tiles) * nr;
   const int64_t tile_m = CeilDiv(units_m, m_tiles) * mr;
@@ -132,7 +132,7 @@ void Sgemm(const GemmArgs& g) {
       const int64_t ti = rest / n_tiles, tj = rest % n_tiles;
       GemmTile t{bi, ti * tile_m, std::min(g.m, (ti + 1) * tile_m), tj * tile_n,
                  std::min(g.n, (tj + 1) * tile_n)};
-      HWY_DYNAMIC_DISPATCH(GemmTileImpl)(g, t);
+      HWY_DYNAMIC_DISPATCH(GemmTileImpl)(g, blk, t);
     }
   });
 }
