@@ -547,6 +547,26 @@ TEST_CASE("sdpa: causal top-left and bottom-right with q_len <, = and > kv_len")
   }
 }
 
+// kv_len up to one vector (16 on AVX-512, 8 on AVX2, 4 on SSE4) takes the few-keys path
+// (keys as lanes): every kv_len around those widths with each feature it handles.
+TEST_CASE("sdpa: few keys (kv_len <= one vector) with causal, masks, kv_lens, GQA, BSHD") {
+  for (const int64_t kv_len : {1, 3, 4, 5, 7, 8, 9, 10, 15, 16, 17}) {
+    for (const int64_t q_len : {1, 6, 10}) {
+      SdpaCase c = Typical();
+      c.batch = 3, c.heads = 4, c.kv_heads = 2, c.q_len = q_len, c.kv_len = kv_len;
+      c.d_k = 64, c.d_v = q_len == 6 ? 40 : 72;  // 72: four whole AVX-512 vectors and a tail
+      c.causal = static_cast<int32_t>((kv_len + q_len) % 3);
+      c.layout = kv_len % 2 ? Layout::kBshd : Layout::kBhsd;
+      c.mask.present = q_len != 6;
+      c.mask.neg_inf_fraction = 0.2, c.mask.first_row_neg_inf = kv_len % 3 == 0;
+      c.kv_lens = {kv_len, 0, kv_len / 2};
+      c.lse = true, c.weights = q_len != 10;
+      CAPTURE(c.Describe());
+      RunAndCheck(c);
+    }
+  }
+}
+
 TEST_CASE("sdpa: additive masks broadcast in every dimension, with -inf entries") {
   for (int bits = 0; bits < 8; ++bits) {
     for (const int64_t seq_pad : {0, 3}) {

@@ -21,6 +21,7 @@
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "src/kernels/common-inl.h"
+#include "src/kernels/gemm-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace simdattn {
@@ -226,6 +227,99 @@ HWY_INLINE void AccumulateByRows(const float* v, size_t v_seq, size_t bk, const 
 #define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(v, v_seq, bk, p, ld, o, ldo, dv)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_ACCUMULATE)
 #undef SIMDATTN_ACCUMULATE
+}
+
+// ------------------------------------------------------------------ few keys (key = lane)
+// When every key fits in one vector (kv_len <= Lanes: short sequences such as 10-token MHSA
+// heads), a query's scores are one vector: s = sum_p q[p] * kt[p], with K^T packed once per
+// (batch, kv head) as d_k rows of Lanes floats. No register tile, no padding to 32 columns.
+
+// kt[p * Lanes + j] = k_j[p] for j < nk, 0 for nk <= j < Lanes; k_j = k + j * k_seq, nk >= 1.
+// tmp: Lanes * dk floats of scratch (the rows padded to a whole vector for a register
+// transpose).
+HWY_INLINE void PackKeysAsLanes(const float* HWY_RESTRICT k, size_t k_seq, size_t nk, size_t dk,
+                                float* HWY_RESTRICT kt, float* HWY_RESTRICT tmp) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  if (dk % 16 == 0) {  // contiguous row copies, then 16 x 16 register transposes
+    for (size_t j = 0; j < N; ++j) {
+      if (j < nk) {
+        memcpy(tmp + j * dk, k + j * k_seq, dk * sizeof(float));
+      } else {
+        for (size_t p = 0; p < dk; p += N) hn::StoreU(hn::Zero(d), d, tmp + j * dk + p);
+      }
+    }
+    for (size_t p0 = 0; p0 < dk; p0 += 16) Transpose16x16(tmp + p0, dk, kt + p0 * N, N);
+    return;
+  }
+#endif
+  (void)tmp;
+  for (size_t p = 0; p < dk; ++p) hn::Store(hn::Zero(d), d, kt + p * N);
+  for (size_t j = 0; j < nk; ++j) {
+    const float* row = k + j * k_seq;
+    for (size_t p = 0; p < dk; ++p) kt[p * N + j] = row[p];
+  }
+}
+
+// s[c] = scale * sum_{p < dk} q[c][p] * kt[p] for c < kCols: kCols independent FMA chains.
+template <size_t kCols>
+HWY_INLINE void ScoresByLanesT(const float* HWY_RESTRICT kt, size_t dk,
+                               const float* const* HWY_RESTRICT q, float scale, VF* s) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  VF acc[kCols];
+  for (size_t c = 0; c < kCols; ++c) acc[c] = hn::Zero(d);
+  for (size_t p = 0; p < dk; ++p) {
+    const VF kv = hn::Load(d, kt + p * N);
+    for (size_t c = 0; c < kCols; ++c) acc[c] = hn::MulAdd(hn::Set(d, q[c][p]), kv, acc[c]);
+  }
+  for (size_t c = 0; c < kCols; ++c) s[c] = hn::Mul(acc[c], hn::Set(d, scale));
+}
+
+// Softmax of one score vector whose invisible lanes are -inf: p = exp(s - max) written to
+// p_out, returns {max, sum}; max == -inf (nothing visible) gives p = 0 and sum 0.
+struct LaneSoftmax {
+  float max, sum;
+};
+HWY_INLINE LaneSoftmax SoftmaxLanes(VF s, float* HWY_RESTRICT p_out) {
+  const DF d;
+  const VF vmax = hn::MaxOfLanes(d, s);
+  const VF e = hn::Exp(d, hn::Sub(s, SafeMax(d, vmax)));
+  hn::Store(e, d, p_out);
+  return LaneSoftmax{hn::GetLane(vmax), hn::GetLane(hn::SumOfLanes(d, e))};
+}
+
+// out[0:dv] = inv * sum_{j < nk} p[j] * v_j (v_j = v + j * v_seq), the sum over j in order.
+HWY_INLINE void WeightedRows(const float* HWY_RESTRICT p, size_t nk,
+                             const float* HWY_RESTRICT v, size_t v_seq, size_t dv, float inv,
+                             float* HWY_RESTRICT out) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  size_t i = 0;
+  for (; i + 4 * N <= dv; i += 4 * N) {  // 4 independent chains
+    VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+    for (size_t j = 0; j < nk; ++j) {
+      const float* vr = v + j * v_seq + i;
+      const VF pj = hn::Set(d, p[j]);
+      a0 = hn::MulAdd(pj, hn::LoadU(d, vr), a0);
+      a1 = hn::MulAdd(pj, hn::LoadU(d, vr + N), a1);
+      a2 = hn::MulAdd(pj, hn::LoadU(d, vr + 2 * N), a2);
+      a3 = hn::MulAdd(pj, hn::LoadU(d, vr + 3 * N), a3);
+    }
+    const VF vi = hn::Set(d, inv);
+    hn::StoreU(hn::Mul(a0, vi), d, out + i);
+    hn::StoreU(hn::Mul(a1, vi), d, out + i + N);
+    hn::StoreU(hn::Mul(a2, vi), d, out + i + 2 * N);
+    hn::StoreU(hn::Mul(a3, vi), d, out + i + 3 * N);
+  }
+  for (; i < dv; i += N) {
+    VF a = hn::Zero(d);
+    for (size_t j = 0; j < nk; ++j) {
+      a = hn::MulAdd(hn::Set(d, p[j]), LoadUpTo(d, v + j * v_seq + i, dv - i, 0.0f), a);
+    }
+    StoreUpTo(hn::Mul(a, hn::Set(d, inv)), d, out + i, dv - i);
+  }
 }
 
 }  // namespace HWY_NAMESPACE

@@ -36,6 +36,8 @@ constexpr int64_t kBlockKeys = 128;
 constexpr int64_t kSplitKeys = 2048;
 // Fewer tasks than this (a shape property, not the thread count) -> split the keys.
 constexpr int64_t kMinTasks = 16;
+// Vector FMAs per task chunk of the few-keys path (see Sdpa).
+constexpr int64_t kFewKeysChunkFmas = 16384;
 
 struct SdpaTask {
   int64_t b, kvh, col0, col1;  // columns [col0, col1) of (b, kvh); column j = query j / G, head g = j % G
@@ -230,7 +232,88 @@ Scratch GetScratch(const SdpaArgs& a) {
   return sc;
 }
 
+// Queries per score pass of the few-keys path: 4 FMA chains cover the FMA latency.
+constexpr size_t kFewKeysQueries = 4;
+
+// Lanes visible to some query of batch entry b: keys below `hi` that are not padding.
+hn::Mask<DF> FewKeysVisible(const SdpaArgs& a, int64_t b, int64_t hi) {
+  const DF d;
+  HWY_ALIGN float base[kMaxLanesF];
+  const uint8_t* pad = a.key_padding ? a.key_padding + b * a.key_padding_batch_stride : nullptr;
+  for (int64_t j = 0; j < static_cast<int64_t>(hn::Lanes(d)); ++j) {
+    base[j] = j < hi && (pad == nullptr || pad[j] == 0) ? 1.0f : 0.0f;
+  }
+  return hn::Eq(hn::Load(d, base), hn::Set(d, 1.0f));
+}
+
+// Query i of head h with scores s (scaled, -inf where invisible by kv_len or padding): adds the
+// mask, cuts at the causal limit, and writes out, lse and weights.
+void FewKeysQuery(const SdpaArgs& a, int64_t b, int64_t h, int64_t i, int64_t hi, int64_t offset,
+                  VF s, const float* v, float* p) {
+  const DF d;
+  if (a.mask != nullptr && hi > 0) {
+    const float* mrow = a.mask + b * a.mask_s.batch + h * a.mask_s.head + i * a.mask_s.seq;
+    s = hn::Add(s, LoadUpTo(d, mrow, static_cast<size_t>(hi), 0.0f));
+  }
+  if (a.causal != SIMDATTN_CAUSAL_NONE) {
+    const auto cut = hn::Gt(hn::Iota(d, 0.0f), hn::Set(d, static_cast<float>(i + offset)));
+    s = hn::IfThenElse(cut, hn::Set(d, kNegInf), s);
+  }
+  const LaneSoftmax r = SoftmaxLanes(s, p);
+  const float inv = r.sum > 0.0f ? 1.0f / r.sum : 0.0f;
+  float* out = a.out + b * a.out_s.batch + h * a.out_s.head + i * a.out_s.seq;
+  WeightedRows(p, r.sum > 0.0f ? static_cast<size_t>(hi) : 0, v, static_cast<size_t>(a.v_s.seq),
+               static_cast<size_t>(a.d_v), inv, out);
+  if (a.lse != nullptr) {
+    a.lse[(b * a.heads + h) * a.q_len + i] = r.sum > 0.0f ? r.max + std::log(r.sum) : kNegInf;
+  }
+  if (a.weights != nullptr) {
+    float* w = a.weights + ((b * a.heads + h) * a.q_len + i) * a.kv_len;
+    for (int64_t j = 0; j < a.kv_len; ++j) w[j] = j < hi ? p[j] * inv : 0.0f;
+  }
+}
+
 }  // namespace
+
+size_t LanesImpl() { return hn::Lanes(DF()); }
+
+// Few keys (a.kv_len <= Lanes): every query head of (b, kvh) against its keys held as lanes.
+void FewKeysTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh) {
+  const int64_t group = a.heads / a.kv_heads;
+  const int64_t kv_len_b = a.kv_lens ? a.kv_lens[b] : a.kv_len;
+  const int64_t offset = a.causal == SIMDATTN_CAUSAL_BOTTOM_RIGHT ? kv_len_b - a.q_len : 0;
+  int64_t hi = kv_len_b;  // keys any query may see
+  if (a.causal != SIMDATTN_CAUSAL_NONE) hi = std::max<int64_t>(0, std::min(hi, a.q_len + offset));
+  const size_t dk = static_cast<size_t>(a.d_k);
+  const DF d;
+  float* kt = ThreadScratch(0, 2 * dk * hn::Lanes(d));
+  HWY_ALIGN float p[kMaxLanesF];
+  // K and V are not touched (not even their addresses formed) when no key is visible.
+  const float* v = hi > 0 ? a.v + b * a.v_s.batch + kvh * a.v_s.head : nullptr;
+  if (hi > 0) {
+    PackKeysAsLanes(a.k + b * a.k_s.batch + kvh * a.k_s.head, static_cast<size_t>(a.k_s.seq),
+                    static_cast<size_t>(hi), dk, kt, kt + dk * hn::Lanes(d));
+  } else {
+    std::fill(kt, kt + dk * hn::Lanes(d), 0.0f);
+  }
+  const auto visible = FewKeysVisible(a, b, hi);
+  const VF neg_inf = hn::Set(d, kNegInf);
+  for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+    const float* qh = a.q + b * a.q_s.batch + h * a.q_s.head;
+    for (int64_t i0 = 0; i0 < a.q_len; i0 += kFewKeysQueries) {
+      const int64_t n = std::min<int64_t>(kFewKeysQueries, a.q_len - i0);
+      const float* q[kFewKeysQueries];
+      for (int64_t c = 0; c < static_cast<int64_t>(kFewKeysQueries); ++c) {
+        q[c] = qh + (i0 + std::min(c, n - 1)) * a.q_s.seq;  // a short tail repeats its last row
+      }
+      VF s[kFewKeysQueries];
+      ScoresByLanesT<kFewKeysQueries>(kt, dk, q, a.scale, s);
+      for (int64_t c = 0; c < n; ++c) {
+        FewKeysQuery(a, b, h, i0 + c, hi, offset, hn::IfThenElse(visible, s[c], neg_inf), v, p);
+      }
+    }
+  }
+}
 
 // Whole task: sweep, then write out/lse/weights (partial == nullptr), or store the partial
 // {m, l, O^T} for a later merge.
@@ -273,9 +356,23 @@ namespace simdattn {
 
 HWY_EXPORT(AttendTaskImpl);
 HWY_EXPORT(MergeTaskImpl);
+HWY_EXPORT(LanesImpl);
+HWY_EXPORT(FewKeysTaskImpl);
 
 void Sdpa(const SdpaArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
+  if (a.kv_len <= static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)())) {
+    // About kFewKeysChunkFmas vector FMAs per chunk: a few microseconds, so a oneTBB worker's
+    // 3-5 us to join is paid once per many (batch, kv head) pairs.
+    const int64_t per_pair = group * a.q_len * (a.d_k + a.d_v) + a.d_k;
+    const int64_t grain = std::max<int64_t>(1, kFewKeysChunkFmas / per_pair);
+    ParallelFor(a.batch * a.kv_heads, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        HWY_DYNAMIC_DISPATCH(FewKeysTaskImpl)(a, i / a.kv_heads, i % a.kv_heads);
+      }
+    });
+    return;
+  }
   const int64_t cols = a.q_len * group;
   const int64_t col_blocks = CeilDiv(cols, kBlockCols);
   const int64_t blocks = a.batch * a.kv_heads * col_blocks;
