@@ -141,11 +141,14 @@ void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k
   }
 }
 
-// S^T (bk x columns) = scale * K[k0 : k0 + bk] Q^T, then masked.
+// Rows [k0, k0 + bk) of the task's K, in place.
+const float* KeyRows(const SdpaArgs& a, const SdpaTask& t, int64_t k0) {
+  return a.k + t.b * a.k_s.batch + t.kvh * a.k_s.head + k0 * a.k_s.seq;
+}
+
+// S^T (bk x columns) = scale * K[k0 : k0 + bk] Q^T, then masked. k: those K rows, k_seq apart.
 void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
-                int64_t k0, int64_t bk, float* s) {
-  const float* k = a.k + t.b * a.k_s.batch + t.kvh * a.k_s.head + k0 * a.k_s.seq;
-  const size_t k_seq = static_cast<size_t>(a.k_s.seq);
+                int64_t k0, int64_t bk, const float* k, size_t k_seq, float* s) {
   if (ByRows(c)) {
     ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols);
   } else {
@@ -155,9 +158,18 @@ void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const fl
   MaskBlock(a, t, c, k0, bk, s);
 }
 
+// dst = rows rows of n floats from src (src_seq apart), contiguous; returns dst.
+const float* CopyRows(const float* src, size_t src_seq, int64_t rows, int64_t n, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(dst + r * n, src + r * src_seq, static_cast<size_t>(n) * sizeof(float));
+  }
+  return dst;
+}
+
 // The flash sweep: m, l per column and O^T (d_v x kBlockCols) over the task's visible keys.
+// kbuf, vbuf: kBlockKeys x d_k and kBlockKeys x d_v floats for copies of strided K/V blocks.
 void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, float* s, float* m,
-           float* l, float* o) {
+           float* l, float* o, float* kbuf, float* vbuf) {
   const size_t ncols = PaddedCols(c);
   std::fill(m, m + ncols, kNegInf);
   std::fill(l, l + ncols, 0.0f);
@@ -167,16 +179,27 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
   const float* v = a.v + t.b * a.v_s.batch + t.kvh * a.v_s.head;
-  const size_t v_seq = static_cast<size_t>(a.v_s.seq);
+  // The register-tile path streams kMR rows of K (and keys of V) at once: rows a whole
+  // (batch, seq, heads * d) token apart (4 KiB for 16 heads of 64) share L1 sets and thrash
+  // them, so strided K and V blocks are first copied to contiguous rows (1/kBlockCols of the
+  // FMAs), making every layout as fast as [batch, heads, seq, d].
+  const bool pack_k = !ByRows(c) && a.k_s.seq != a.d_k;
+  const bool pack_v = !ByRows(c) && a.v_s.seq != a.d_v && a.d_v > 0;
   for (int64_t k0 = lo; k0 < hi; k0 += kBlockKeys) {
     const int64_t bk = std::min(kBlockKeys, hi - k0);
-    ScoreBlock(a, t, c, qt, k0, bk, s);
+    const float* k = KeyRows(a, t, k0);
+    size_t k_seq = static_cast<size_t>(a.k_s.seq);
+    if (pack_k) k = CopyRows(k, k_seq, bk, a.d_k, kbuf), k_seq = static_cast<size_t>(a.d_k);
+    ScoreBlock(a, t, c, qt, k0, bk, k, k_seq, s);
     OnlineSoftmaxStep(s, kBlockCols, bk, ncols, m, l, o, kBlockCols, a.d_v);
+    const float* vb = v + k0 * a.v_s.seq;
+    size_t v_seq = static_cast<size_t>(a.v_s.seq);
+    if (pack_v) vb = CopyRows(vb, v_seq, bk, a.d_v, vbuf), v_seq = static_cast<size_t>(a.d_v);
     if (ByRows(c)) {
-      AccumulateByRows(v + k0 * a.v_s.seq, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v);
+      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v);
     } else {
-      MacroKernel(a.d_v, c.n, bk, v + k0 * a.v_s.seq, 1, v_seq, kMR,
-                  PanelsB{s, NR(), kBlockCols}, o, kBlockCols, 1.0f, 1.0f);
+      MacroKernel(a.d_v, c.n, bk, vb, 1, v_seq, kMR, PanelsB{s, NR(), kBlockCols}, o, kBlockCols,
+                  1.0f, 1.0f);
     }
   }
 }
@@ -210,7 +233,7 @@ void WriteWeights(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float*
   const size_t ncols = PaddedCols(c);
   for (int64_t k0 = lo; k0 < hi; k0 += kBlockKeys) {
     const int64_t bk = std::min(kBlockKeys, hi - k0);
-    ScoreBlock(a, t, c, qt, k0, bk, s);
+    ScoreBlock(a, t, c, qt, k0, bk, KeyRows(a, t, k0), static_cast<size_t>(a.k_s.seq), s);
     NormalizeBlock(s, kBlockCols, bk, ncols, m, l);
     for (int64_t r = 0; r < bk; ++r) {
       for (int64_t j = 0; j < c.n; ++j) rows[j][k0 + r] = s[r * kBlockCols + j];
@@ -219,13 +242,15 @@ void WriteWeights(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float*
 }
 
 struct Scratch {
-  float *qt, *s, *m, *l, *o;
+  float *qt, *s, *m, *l, *o, *kbuf, *vbuf;
 };
 
 Scratch GetScratch(const SdpaArgs& a) {
   Scratch sc;
   sc.qt = ThreadScratch(0, a.d_k * kBlockCols);
-  sc.s = ThreadScratch(1, kBlockKeys * kBlockCols);
+  sc.s = ThreadScratch(1, kBlockKeys * (kBlockCols + a.d_k + a.d_v));
+  sc.kbuf = sc.s + kBlockKeys * kBlockCols;
+  sc.vbuf = sc.kbuf + kBlockKeys * a.d_k;
   sc.o = ThreadScratch(2, std::max<int64_t>(a.d_v, 1) * kBlockCols);
   sc.m = ThreadScratch(3, 2 * kBlockCols);
   sc.l = sc.m + kBlockCols;
@@ -325,7 +350,7 @@ void AttendTaskImpl(const SdpaArgs& a, const SdpaTask& t, float* partial) {
     sc.l = partial + kBlockCols;
     sc.o = partial + 2 * kBlockCols;
   }
-  Sweep(a, t, c, sc.qt, sc.s, sc.m, sc.l, sc.o);
+  Sweep(a, t, c, sc.qt, sc.s, sc.m, sc.l, sc.o, sc.kbuf, sc.vbuf);
   if (partial != nullptr) return;
   Finalize(a, t, c, sc.m, sc.l, sc.o);
   if (a.weights != nullptr) WriteWeights(a, t, c, sc.qt, sc.s, sc.m, sc.l);
