@@ -209,18 +209,21 @@ GemmBlocking ProcessGemmBlocking(int64_t mr, int64_t nr) {
     int64_t mr, nr;
     GemmBlocking b;
   };
+  thread_local Entry last{0, 0, {}};  // the hot path (every GEMM call) takes no lock
+  if (last.mr == mr && last.nr == nr) return last.b;
   static std::mutex mu;
   static Entry entries[8];
   static int used = 0;
   std::lock_guard<std::mutex> lock(mu);
   for (int i = 0; i < used; ++i) {
-    if (entries[i].mr == mr && entries[i].nr == nr) return entries[i].b;
+    if (entries[i].mr == mr && entries[i].nr == nr) return (last = entries[i]).b;
   }
   GemmBlocking b;
   if (!ParseGemmBlocking(std::getenv("SIMDATTN_GEMM_BLOCKING"), mr, nr, &b)) {
     b = DeriveGemmBlocking(GetCpuInfo(), mr, nr);
   }
-  if (used < 8) entries[used++] = Entry{mr, nr, b};
+  last = Entry{mr, nr, b};
+  if (used < 8) entries[used++] = last;
   return b;
 }
 

@@ -175,6 +175,24 @@ TEST_CASE("sgemm: odd sizes drawn at random in all three dimensions") {
   }
 }
 
+// Widths that are whole register tiles (NR = 32 on AVX-512, 16 on AVX2, 8 on SSE4) with a
+// small k x n: B is read in place, not packed (up to 8192 floats; 64 x 128 is exactly that,
+// 65 x 128 one row over).
+TEST_CASE("sgemm: small problems with whole-tile widths (B read in place)") {
+  const int64_t shapes[][3] = {{64, 64, 64}, {8, 32, 1}, {5, 96, 85}, {33, 128, 64},
+                               {17, 128, 65}, {70, 256, 32}, {3, 16, 7}, {9, 8, 300}};
+  uint64_t seed = 350;
+  for (const auto& shape : shapes) {
+    for (const float beta : {0.0f, -0.5f}) {
+      GemmCase g;
+      g.m = shape[0], g.n = shape[1], g.k = shape[2], g.seed = ++seed;
+      g.trans_a = seed % 2, g.alpha = 2.5f, g.beta = beta;
+      g.pad_a = seed % 3, g.pad_b = (seed % 2) * 5, g.pad_c = 1;
+      CheckGemm(g);
+    }
+  }
+}
+
 TEST_CASE("sgemm: a size of 1000 in each dimension") {
   const int64_t shapes[][3] = {{kLargeSize, 7, 33}, {3, kLargeSize, 65}, {17, 15, kLargeSize},
                                {65, 129, kLargeSize}};

@@ -24,6 +24,10 @@ namespace simdattn {
 // Tiles at least this wide copy non-transposed A rows first (the copy costs 1/(cols/NR) of the
 // FMAs; below this the in-place read wins).
 constexpr size_t kCopyRowsMinCols = 128;
+// A tile whose whole op(B) (k x tile columns, rows contiguous, a whole number of NR panels) has
+// at most this many floats reads B in place: it sits in L1 (32 KiB, the smallest L1D of the
+// x86 cores we target) and packing it would cost more than it saves.
+constexpr int64_t kInPlaceBFloats = 8192;
 // Multiply-adds below which a tile is not split further: ~10 us on one core.
 constexpr double kMinTileFlops = 96.0 * 96.0 * 96.0;
 
@@ -59,7 +63,9 @@ void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t)
   const size_t lda = static_cast<size_t>(g.lda), ldb = static_cast<size_t>(g.ldb);
   const int64_t kc_blk = blk.kc;
   const size_t mc_blk = static_cast<size_t>(blk.mc);
-  float* bpack = ThreadScratch(0, kc_blk * ((nt + nr - 1) / nr) * nr);
+  const bool b_in_place = !g.trans_b && nt % nr == 0 &&
+                          g.k * static_cast<int64_t>(nt) <= kInPlaceBFloats;
+  float* bpack = b_in_place ? nullptr : ThreadScratch(0, kc_blk * ((nt + nr - 1) / nr) * nr);
   // Non-transposed A is read in place unless the tile is wide enough to amortise a row copy
   // that avoids L1 set conflicts between the kMR streamed rows.
   const bool copy_rows = !g.trans_a && nt >= kCopyRowsMinCols;
@@ -73,8 +79,9 @@ void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t)
   for (int64_t pc = 0; pc < g.k; pc += kc_blk) {
     const size_t kc = static_cast<size_t>(std::min(kc_blk, g.k - pc));
     const float beta = pc == 0 ? g.beta : 1.0f;
-    PackB(kc, nt, b_tile + pc * static_cast<int64_t>(b_rs), b_rs, b_cs, bpack);
-    const PanelsB packed{bpack, kc * nr, nr};
+    const float* b_slice = b_tile + pc * static_cast<int64_t>(b_rs);
+    if (!b_in_place) PackB(kc, nt, b_slice, b_rs, b_cs, bpack);
+    const PanelsB packed = b_in_place ? PanelsB{b_slice, nr, ldb} : PanelsB{bpack, kc * nr, nr};
     for (size_t ic = 0; ic < mt; ic += mc_blk) {
       const size_t mc = std::min(mc_blk, mt - ic);
       const size_t row = static_cast<size_t>(t.i0) + ic;
