@@ -171,34 +171,60 @@ HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t 
   }
 }
 
+// One pass of AccumulateByRowsT over the kChunks vectors of O^T rows [i0, i0 + kChunks * N)
+// (whole vectors, or one vector of w < N rows when kChunks == 1): kCols * kChunks
+// accumulators, each V row of the block read once per pass.
+template <size_t kCols, size_t kChunks>
+HWY_INLINE void AccumulatePass(const float* HWY_RESTRICT v, size_t v_seq, size_t bk,
+                               const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
+                               size_t ldo, size_t i0, size_t w, bool prefetch, size_t dv) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  HWY_ALIGN float col[kMaxLanesF];
+  VF acc[kCols][kChunks];
+  for (size_t j = 0; j < kCols; ++j) {
+    for (size_t u = 0; u < kChunks; ++u) {
+      for (size_t i = 0; i < N; ++i) col[i] = i < w ? o[(i0 + u * N + i) * ldo + j] : 0.0f;
+      acc[j][u] = hn::Load(d, col);
+    }
+  }
+  const float* vr = v + i0;
+  for (size_t r = 0; r < bk; ++r, vr += v_seq) {
+    if (prefetch) {
+      for (size_t i = 0; i < dv; i += kFloatsPerLine) hwy::Prefetch(vr - i0 + kPrefetchRows * v_seq + i);
+    }
+    VF vv[kChunks];
+    for (size_t u = 0; u < kChunks; ++u) {
+      vv[u] = w == N ? hn::LoadU(d, vr + u * N) : LoadPartial(d, vr, w, 0.0f);
+    }
+    for (size_t j = 0; j < kCols; ++j) {
+      const VF pj = hn::Set(d, p[r * ld + j]);
+      for (size_t u = 0; u < kChunks; ++u) acc[j][u] = hn::MulAdd(vv[u], pj, acc[j][u]);
+    }
+  }
+  for (size_t j = 0; j < kCols; ++j) {
+    for (size_t u = 0; u < kChunks; ++u) {
+      hn::Store(acc[j][u], d, col);
+      for (size_t i = 0; i < w; ++i) o[(i0 + u * N + i) * ldo + j] = col[i];
+    }
+  }
+}
+
 // o[i * ldo + j] += sum_{r < bk} v_r[i] * p[r * ld + j] for i < dv, j < kCols (O^T columns),
-// v_r = v + r * v_seq; the sum over r runs in order for every element.
+// v_r = v + r * v_seq; the sum over r runs in order for every element. Passes of up to 4
+// vectors of O^T rows (16 accumulators), so a V block is read dv / (4 N) times, not dv / N.
 template <size_t kCols>
 HWY_INLINE void AccumulateByRowsT(const float* HWY_RESTRICT v, size_t v_seq, size_t bk,
                                   const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
                                   size_t ldo, size_t dv) {
-  const DF d;
-  const size_t N = hn::Lanes(d);
-  HWY_ALIGN float col[kMaxLanesF];
-  for (size_t i0 = 0; i0 < dv; i0 += N) {
-    const size_t w = std::min(N, dv - i0);
-    VF acc[kCols];
-    for (size_t j = 0; j < kCols; ++j) {
-      for (size_t i = 0; i < N; ++i) col[i] = i < w ? o[(i0 + i) * ldo + j] : 0.0f;
-      acc[j] = hn::Load(d, col);
-    }
-    const float* vr = v + i0;
-    for (size_t r = 0; r < bk; ++r, vr += v_seq) {
-      if (i0 == 0) {
-        for (size_t i = 0; i < dv; i += kFloatsPerLine) hwy::Prefetch(vr + kPrefetchRows * v_seq + i);
-      }
-      const VF vv = w == N ? hn::LoadU(d, vr) : LoadPartial(d, vr, w, 0.0f);
-      for (size_t j = 0; j < kCols; ++j) acc[j] = hn::MulAdd(vv, hn::Set(d, p[r * ld + j]), acc[j]);
-    }
-    for (size_t j = 0; j < kCols; ++j) {
-      hn::Store(acc[j], d, col);
-      for (size_t i = 0; i < w; ++i) o[(i0 + i) * ldo + j] = col[i];
-    }
+  constexpr size_t kChunks = kCols <= 4 ? 4 : 2;
+  const size_t N = hn::Lanes(DF());
+  size_t i0 = 0;
+  for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
+    AccumulatePass<kCols, kChunks>(v, v_seq, bk, p, ld, o, ldo, i0, N, i0 == 0, dv);
+  }
+  for (; i0 < dv; i0 += N) {
+    AccumulatePass<kCols, 1>(v, v_seq, bk, p, ld, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv);
   }
 }
 
