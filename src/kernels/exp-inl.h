@@ -4,7 +4,7 @@
 // Contract of ExpNonPositive(d, x), per lane:
 // - x in [kExpFlushBelow, 0] (about [-87.3365, 0]): a normal float within 2 ulp of the correctly
 //   rounded exp(x), as tests/test_exp.cc checks for every float (2 measured on every target:
-//   2.04 ulp from the exact value with fused multiply-adds, 2.30 without, as on SSE4);
+//   2.04 ulp from the exact value with fused multiply-adds, 2.32 without, as on SSE4);
 //   exp(-0) = exp(+0) = 1 exactly.
 // - x < kExpFlushBelow, including -inf: +0. exp(x) < FLT_MIN = 2^-126 there, so results are
 //   flushed to zero: never a subnormal (no slow subnormal operands downstream).
