@@ -18,9 +18,9 @@
 #include <limits>
 
 #include "hwy/cache_control.h"
-#include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "src/kernels/common-inl.h"
+#include "src/kernels/exp-inl.h"
 #include "src/kernels/gemm-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -30,6 +30,8 @@ namespace HWY_NAMESPACE {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // The max to subtract: -inf (no visible key yet) becomes 0 so that exp(-inf - 0) = 0, never NaN.
+// Every exponential below is ExpNonPositive of x - SafeMax(m) with x <= m (m is a running or
+// final maximum of the x's), so its argument is <= 0, or -inf for a masked x.
 HWY_INLINE VF SafeMax(DF d, VF m) { return hn::IfThenZeroElse(hn::Eq(m, hn::Set(d, kNegInf)), m); }
 
 // One online-softmax step over a block of scores.
@@ -48,20 +50,20 @@ HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, s
     const VF m_old = hn::LoadU(d, m + c);
     const VF m_new = hn::Max(m_old, block_max);
     const VF m_safe = SafeMax(d, m_new);
-    const VF corr = hn::Exp(d, hn::Sub(m_old, m_safe));
+    const VF corr = ExpNonPositive(d, hn::Sub(m_old, m_safe));
     VF sum0 = hn::Zero(d), sum1 = hn::Zero(d);
     size_t r = 0;
     for (; r + 2 <= bk; r += 2) {
       float* s0 = s + r * ld + c;
-      const VF p0 = hn::Exp(d, hn::Sub(hn::LoadU(d, s0), m_safe));
-      const VF p1 = hn::Exp(d, hn::Sub(hn::LoadU(d, s0 + ld), m_safe));
+      const VF p0 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, s0), m_safe));
+      const VF p1 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, s0 + ld), m_safe));
       hn::StoreU(p0, d, s0);
       hn::StoreU(p1, d, s0 + ld);
       sum0 = hn::Add(sum0, p0);
       sum1 = hn::Add(sum1, p1);
     }
     if (r < bk) {
-      const VF p0 = hn::Exp(d, hn::Sub(hn::LoadU(d, s + r * ld + c), m_safe));
+      const VF p0 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, s + r * ld + c), m_safe));
       hn::StoreU(p0, d, s + r * ld + c);
       sum0 = hn::Add(sum0, p0);
     }
@@ -86,7 +88,7 @@ HWY_INLINE void NormalizeBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size
     const VF m_safe = SafeMax(d, hn::LoadU(d, m + c));
     for (size_t r = 0; r < bk; ++r) {
       float* p = s + r * ld + c;
-      hn::StoreU(hn::Mul(hn::Exp(d, hn::Sub(hn::LoadU(d, p), m_safe)), inv), d, p);
+      hn::StoreU(hn::Mul(ExpNonPositive(d, hn::Sub(hn::LoadU(d, p), m_safe)), inv), d, p);
     }
   }
 }
@@ -107,7 +109,7 @@ HWY_INLINE void MergePartials(size_t parts, const float* const* pm, const float*
     VF l_all = hn::Zero(d);
     for (size_t r = 0; r < dv; ++r) hn::StoreU(hn::Zero(d), d, o + r * ldo + c);
     for (size_t i = 0; i < parts; ++i) {
-      const VF w = hn::Exp(d, hn::Sub(hn::LoadU(d, pm[i] + c), m_safe));
+      const VF w = ExpNonPositive(d, hn::Sub(hn::LoadU(d, pm[i] + c), m_safe));
       l_all = hn::MulAdd(hn::LoadU(d, pl[i] + c), w, l_all);
       for (size_t r = 0; r < dv; ++r) {
         float* orow = o + r * ldo + c;
@@ -311,7 +313,7 @@ struct LaneSoftmax {
 HWY_INLINE LaneSoftmax SoftmaxLanes(VF s, float* HWY_RESTRICT p_out) {
   const DF d;
   const VF vmax = hn::MaxOfLanes(d, s);
-  const VF e = hn::Exp(d, hn::Sub(s, SafeMax(d, vmax)));
+  const VF e = ExpNonPositive(d, hn::Sub(s, SafeMax(d, vmax)));
   hn::Store(e, d, p_out);
   return LaneSoftmax{hn::GetLane(vmax), hn::GetLane(hn::SumOfLanes(d, e))};
 }

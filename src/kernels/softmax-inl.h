@@ -1,7 +1,7 @@
 // Per-target row softmax: a max pass, a fused exp + sum pass and a scale pass per row, software-
-// pipelined across rows (SoftmaxRows); rows of at most one vector in registers. Highway's Exp
-// maps -inf and NaN to 0 silently, so special rows are detected here: all -inf -> zeros; NaN or
-// +inf anywhere -> all NaN.
+// pipelined across rows (SoftmaxRows); rows of at most one vector in registers. Exponentials
+// are ExpNonPositive (exp-inl.h) of x - max <= 0. Special rows: all -inf -> zeros; NaN or +inf
+// anywhere -> all NaN.
 //
 // Contract of every function below: a row is n >= 1 floats; only [x, x + n) is read and only
 // [y, y + n) written (tails use fault-free masked loads/stores or a stack buffer, never a whole
@@ -59,10 +59,10 @@ inline SoftmaxPart CombineParts(const SoftmaxPart* parts, size_t count) {
 
 #include <limits>
 
-#include "hwy/contrib/math/math-inl.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "src/kernels/common-inl.h"
+#include "src/kernels/exp-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace simdattn {
@@ -71,7 +71,7 @@ namespace HWY_NAMESPACE {
 constexpr float kSoftmaxInf = std::numeric_limits<float>::infinity();
 
 // Each pass works in blocks of kUnroll vectors held in named (register) variables: 4 independent
-// Exp chains keep the FMA pipes busy, and a block's tree of 4 before its one accumulating Add or
+// exp chains keep the FMA pipes busy, and a block's tree of 4 before its one accumulating Add or
 // Max keeps the accumulator's latency off the critical path. Named, not an array: GCC kept
 // arrays of Highway vectors on the stack (see gemm-inl.h). A pass over a row is its blocks, then
 // its Rest function for the last n % (kUnroll * N) floats; SoftmaxRows runs the blocks of three
@@ -131,16 +131,16 @@ HWY_INLINE bool HasNaN(const float* HWY_RESTRICT x, size_t n) {
 
 // ------------------------------------------------------------------ exp pass
 
-// The exp pass computes t = x - max and y = exp(t), where max is finite and >= every non-NaN x,
-// so each t is <= 0 (or -inf: Exp gives exactly 0) or NaN. A running sum of such t can only
-// become NaN through a NaN (-inf + -inf = -inf): one Add per vector detects the NaN that Exp
-// would silently map to 0.
+// The exp pass computes t = x - max and y = exp(t), where max is finite and >= every non-NaN x
+// (when the row holds no NaN: x86's Max may drop a NaN and with it earlier elements, see
+// MaxRest). Without a NaN each t is <= 0 or -inf, so each y is in [0, 1] (exactly 0 for -inf),
+// and their sum is finite; a NaN x gives t = NaN and y = NaN (whatever ExpNonPositive makes of
+// the other t, which may then be > 0), so the sum is NaN exactly when the row holds a NaN.
 struct ExpAcc {
   VF e_sum;  // sum of the exponentials; per block a tree of kUnroll vectors, then one Add
-  VF t_sum;  // sum of the t: NaN iff some x is NaN
 };
 
-HWY_INLINE ExpAcc ExpInit(DF d) { return ExpAcc{hn::Zero(d), hn::Zero(d)}; }
+HWY_INLINE ExpAcc ExpInit(DF d) { return ExpAcc{hn::Zero(d)}; }
 
 // y[0 : kUnroll * N) = exp(x - vmax), folded into acc. y may equal x.
 HWY_INLINE void ExpBlock(DF d, const float* x, float* y, VF vmax, ExpAcc& acc) {
@@ -149,13 +149,13 @@ HWY_INLINE void ExpBlock(DF d, const float* x, float* y, VF vmax, ExpAcc& acc) {
   const VF t1 = hn::Sub(hn::LoadU(d, x + N), vmax);
   const VF t2 = hn::Sub(hn::LoadU(d, x + 2 * N), vmax);
   const VF t3 = hn::Sub(hn::LoadU(d, x + 3 * N), vmax);
-  const VF e0 = hn::Exp(d, t0), e1 = hn::Exp(d, t1), e2 = hn::Exp(d, t2), e3 = hn::Exp(d, t3);
+  const VF e0 = ExpNonPositive(d, t0), e1 = ExpNonPositive(d, t1);
+  const VF e2 = ExpNonPositive(d, t2), e3 = ExpNonPositive(d, t3);
   hn::StoreU(e0, d, y);
   hn::StoreU(e1, d, y + N);
   hn::StoreU(e2, d, y + 2 * N);
   hn::StoreU(e3, d, y + 3 * N);
   acc.e_sum = hn::Add(acc.e_sum, hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
-  acc.t_sum = hn::Add(acc.t_sum, hn::Add(hn::Add(t0, t1), hn::Add(t2, t3)));
 }
 
 // y[i:n) = exp(x - vmax), folded into acc; returns the row's sum and whether x holds a NaN.
@@ -163,21 +163,17 @@ HWY_INLINE SoftmaxPart ExpRest(DF d, const float* x, float* y, size_t i, size_t 
                                ExpAcc acc) {
   const size_t N = hn::Lanes(d);
   for (; i + N <= n; i += N) {
-    const VF t = hn::Sub(hn::LoadU(d, x + i), vmax);
-    const VF e = hn::Exp(d, t);
+    const VF e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + i), vmax));
     hn::StoreU(e, d, y + i);
     acc.e_sum = hn::Add(acc.e_sum, e);
-    acc.t_sum = hn::Add(acc.t_sum, t);
   }
   if (i < n) {  // padding lanes are -inf: t = -inf, exp 0
-    const VF t = hn::Sub(LoadPartial(d, x + i, n - i, -kSoftmaxInf), vmax);
-    const VF e = hn::Exp(d, t);
+    const VF e = ExpNonPositive(d, hn::Sub(LoadPartial(d, x + i, n - i, -kSoftmaxInf), vmax));
     StorePartial(e, d, y + i, n - i);
     acc.e_sum = hn::Add(acc.e_sum, e);
-    acc.t_sum = hn::Add(acc.t_sum, t);
   }
   const float sum = hn::GetLane(hn::SumOfLanes(d, acc.e_sum));
-  return SoftmaxPart{sum, !hn::AllTrue(d, hn::Eq(acc.t_sum, acc.t_sum))};
+  return SoftmaxPart{sum, sum != sum};  // NaN iff the row holds a NaN (see ExpAcc)
 }
 
 // y[0:n) = exp(x - max) for a finite max >= every non-NaN x; y may equal x.
@@ -277,15 +273,15 @@ HWY_INLINE void SoftmaxRow(const float* x, float* y, size_t n) {
 // ------------------------------------------------------------------ short rows
 
 // Rows of at most one vector (n <= Lanes(d)) are held in one register: one load, one store, no
-// passes over memory. Bitwise the same as SoftmaxRow: the same Exp, sum and 1 / sum.
+// passes over memory. Bitwise the same as SoftmaxRow: the same exp, sum and 1 / sum.
 
 // t = v - max(v): NaN in some lane iff v holds a NaN or +inf, or is all -inf (-inf - -inf);
 // padding lanes give -inf.
 HWY_INLINE VF SubRowMax(DF d, VF v) { return hn::Sub(v, hn::MaxOfLanes(d, v)); }
 
-// softmax of a row from its t (no NaN).
+// softmax of a row from its t (no NaN, so every t is <= 0 or -inf).
 HWY_INLINE VF ShortRowSoftmax(DF d, VF t) {
-  const VF e = hn::Exp(d, t);
+  const VF e = ExpNonPositive(d, t);
   return hn::Mul(e, hn::Div(hn::Set(d, 1.0f), hn::SumOfLanes(d, e)));
 }
 
@@ -299,7 +295,7 @@ HWY_INLINE void SoftmaxShortRow(const float* x, float* y, size_t n) {
 }
 
 // SoftmaxShortRow of rows r < rows (x + r * ld_x -> y + r * ld_y), four rows at a time in named
-// registers: one row is a single chain of dependent steps (reductions, Exp, division) that the
+// registers: one row is a single chain of dependent steps (reductions, exp, division) that the
 // out-of-order window cannot overlap with the next row's by itself.
 HWY_INLINE void SoftmaxShortRows(const float* x, size_t ld_x, float* y, size_t ld_y, size_t rows,
                                  size_t n) {
