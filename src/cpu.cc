@@ -191,6 +191,11 @@ GemmBlocking DeriveGemmBlocking(const CpuInfo& cpu, int64_t mr, int64_t nr) {
   return Clamp(b, mr, nr);
 }
 
+int64_t AttentionBlockKeys(const CpuInfo& cpu, int64_t nr) {
+  if (cpu.l1d.size <= 0) return 128;
+  return std::clamp<int64_t>(RoundDown(cpu.l1d.size / 2 / (nr * 4), 32), 64, 256);
+}
+
 bool ParseGemmBlocking(const char* text, int64_t mr, int64_t nr, GemmBlocking* b) {
   if (text == nullptr) return false;
   long long kc = 0, mc = 0, nc = 0;

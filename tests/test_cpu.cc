@@ -78,6 +78,19 @@ TEST_CASE("BLIS model with the AVX2 6 x 16 tile, a large L1, rounding and bounds
   CHECK(DeriveGemmBlocking(odd, 6, 16).mc == 558);  // 5 * 114688 / 1024 = 560 -> 558 (x6)
 }
 
+TEST_CASE("attention key blocks from the L1D") {
+  // Half of L1D for the keys x NR(32) P^T panel: 16 KiB / 128 B = 128 keys on Zen 4,
+  // 24 KiB / 128 B = 192 on a 48 KiB L1D; a 16-float NR (AVX2) doubles it, up to 256.
+  CHECK(AttentionBlockKeys(Zen4(), 32) == 128);
+  CHECK(AttentionBlockKeys(Spr(), 32) == 192);
+  CHECK(AttentionBlockKeys(Zen4(), 16) == 256);
+  CHECK(AttentionBlockKeys(Spr(), 16) == 256);  // 384 clamped
+  CpuInfo small;
+  small.l1d = Level(8 << 10, 4);  // 4 KiB / 128 B = 32 -> at least 64
+  CHECK(AttentionBlockKeys(small, 32) == 64);
+  CHECK(AttentionBlockKeys(CpuInfo(), 32) == 128);  // unknown L1D
+}
+
 TEST_CASE("unknown caches give the defaults") {
   const GemmBlocking b = DeriveGemmBlocking(CpuInfo(), 8, 32);
   CHECK(b.kc == 256);

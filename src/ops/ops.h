@@ -57,6 +57,7 @@ struct SdpaArgs {
   int64_t key_padding_batch_stride = 0;
   float* lse = nullptr;      // [batch, heads, q_len] contiguous, or null
   float* weights = nullptr;  // [batch, heads, q_len, kv_len] contiguous, or null
+  int64_t block_keys = 0;    // keys per block of the sweep; Sdpa sets it from the CPU's L1
 };
 void Sdpa(const SdpaArgs& args);
 

@@ -19,6 +19,7 @@
 
 #include "hwy/highway.h"
 #include "simdattn.h"
+#include "src/cpu.h"
 #include "src/kernels/attention-inl.h"
 #include "src/kernels/gemm-inl.h"
 #include "src/ops/ops.h"
@@ -30,8 +31,6 @@ namespace simdattn {
 // Query columns per task: 2 AVX-512 register-tile widths; Q^T (d_k x 64) and O^T (d_v x 64)
 // stay in L1/L2 for the whole key sweep.
 constexpr int64_t kBlockCols = 64;
-// Keys per block: the P^T panel (128 x 32 floats = 16 KiB) stays in L1 while P V runs.
-constexpr int64_t kBlockKeys = 128;
 // Key range of one split in decode-like shapes: long enough to amortise the merge.
 constexpr int64_t kSplitKeys = 2048;
 // Fewer tasks than this (a shape property, not the thread count) -> split the keys.
@@ -167,7 +166,7 @@ const float* CopyRows(const float* src, size_t src_seq, int64_t rows, int64_t n,
 }
 
 // The flash sweep: m, l per column and O^T (d_v x kBlockCols) over the task's visible keys.
-// kbuf, vbuf: kBlockKeys x d_k and kBlockKeys x d_v floats for copies of strided K/V blocks.
+// kbuf, vbuf: block_keys x d_k and block_keys x d_v floats for copies of strided K/V blocks.
 void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, float* s, float* m,
            float* l, float* o, float* kbuf, float* vbuf) {
   const size_t ncols = PaddedCols(c);
@@ -185,8 +184,8 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   // FMAs), making every layout as fast as [batch, heads, seq, d].
   const bool pack_k = !ByRows(c) && a.k_s.seq != a.d_k;
   const bool pack_v = !ByRows(c) && a.v_s.seq != a.d_v && a.d_v > 0;
-  for (int64_t k0 = lo; k0 < hi; k0 += kBlockKeys) {
-    const int64_t bk = std::min(kBlockKeys, hi - k0);
+  for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
+    const int64_t bk = std::min(a.block_keys, hi - k0);
     const float* k = KeyRows(a, t, k0);
     size_t k_seq = static_cast<size_t>(a.k_s.seq);
     if (pack_k) k = CopyRows(k, k_seq, bk, a.d_k, kbuf), k_seq = static_cast<size_t>(a.d_k);
@@ -231,8 +230,8 @@ void WriteWeights(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float*
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
   const size_t ncols = PaddedCols(c);
-  for (int64_t k0 = lo; k0 < hi; k0 += kBlockKeys) {
-    const int64_t bk = std::min(kBlockKeys, hi - k0);
+  for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
+    const int64_t bk = std::min(a.block_keys, hi - k0);
     ScoreBlock(a, t, c, qt, k0, bk, KeyRows(a, t, k0), static_cast<size_t>(a.k_s.seq), s);
     NormalizeBlock(s, kBlockCols, bk, ncols, m, l);
     for (int64_t r = 0; r < bk; ++r) {
@@ -248,9 +247,9 @@ struct Scratch {
 Scratch GetScratch(const SdpaArgs& a) {
   Scratch sc;
   sc.qt = ThreadScratch(0, a.d_k * kBlockCols);
-  sc.s = ThreadScratch(1, kBlockKeys * (kBlockCols + a.d_k + a.d_v));
-  sc.kbuf = sc.s + kBlockKeys * kBlockCols;
-  sc.vbuf = sc.kbuf + kBlockKeys * a.d_k;
+  sc.s = ThreadScratch(1, a.block_keys * (kBlockCols + a.d_k + a.d_v));
+  sc.kbuf = sc.s + a.block_keys * kBlockCols;
+  sc.vbuf = sc.kbuf + a.block_keys * a.d_k;
   sc.o = ThreadScratch(2, std::max<int64_t>(a.d_v, 1) * kBlockCols);
   sc.m = ThreadScratch(3, 2 * kBlockCols);
   sc.l = sc.m + kBlockCols;
@@ -384,7 +383,12 @@ HWY_EXPORT(MergeTaskImpl);
 HWY_EXPORT(LanesImpl);
 HWY_EXPORT(FewKeysTaskImpl);
 
-void Sdpa(const SdpaArgs& a) {
+void Sdpa(const SdpaArgs& args) {
+  // Keys per block from the L1D (src/cpu.h): the P^T panel of the P V microkernel keeps half.
+  static const int64_t block_keys =
+      AttentionBlockKeys(GetCpuInfo(), 2 * static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)()));
+  SdpaArgs a = args;
+  a.block_keys = block_keys;
   const int64_t group = a.heads / a.kv_heads;
   if (a.kv_len <= static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)())) {
     // About kFewKeysChunkFmas vector FMAs per chunk: a few microseconds, so a oneTBB worker's
