@@ -36,9 +36,10 @@ constexpr size_t kNV = 2;  // vectors per row of the register tile; NR = kNV * L
 
 HWY_INLINE size_t NR() { return kNV * hn::Lanes(DF()); }
 
-// crow[0:nr] = alpha * (v0, v1) + beta * crow (crow not read when beta == 0), nr <= NR.
+// crow[0:nr] = alpha * (v0, v1) + beta * crow + bias[0:nr], nr <= NR (crow not read when
+// beta == 0; no bias when bias is null).
 HWY_INLINE void StoreTileRow(VF v0, VF v1, float* HWY_RESTRICT crow, float alpha, float beta,
-                             size_t nr) {
+                             const float* HWY_RESTRICT bias, size_t nr) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const VF valpha = hn::Set(d, alpha);
@@ -50,14 +51,20 @@ HWY_INLINE void StoreTileRow(VF v0, VF v1, float* HWY_RESTRICT crow, float alpha
       out0 = hn::MulAdd(vbeta, hn::LoadU(d, crow), out0);
       out1 = hn::MulAdd(vbeta, hn::LoadU(d, crow + N), out1);
     }
+    if (bias != nullptr) {
+      out0 = hn::Add(out0, hn::LoadU(d, bias));
+      out1 = hn::Add(out1, hn::LoadU(d, bias + N));
+    }
     hn::StoreU(out0, d, crow);
     hn::StoreU(out1, d, crow + N);
     return;
   }
   if (beta != 0.0f) out0 = hn::MulAdd(hn::Set(d, beta), LoadUpTo(d, crow, nr, 0.0f), out0);
+  if (bias != nullptr) out0 = hn::Add(out0, LoadUpTo(d, bias, nr, 0.0f));
   StoreUpTo(out0, d, crow, nr);
   if (nr > N) {
     if (beta != 0.0f) out1 = hn::MulAdd(hn::Set(d, beta), LoadUpTo(d, crow + N, nr - N, 0.0f), out1);
+    if (bias != nullptr) out1 = hn::Add(out1, LoadUpTo(d, bias + N, nr - N, 0.0f));
     StoreUpTo(out1, d, crow + N, nr - N);
   }
 }
@@ -65,11 +72,12 @@ HWY_INLINE void StoreTileRow(VF v0, VF v1, float* HWY_RESTRICT crow, float alpha
 // C[r, c] = alpha * sum_{p < kc} A(r, p) * b[p * ldb + c] + beta * C[r, c]
 // for r < mr <= kMR, c < nr <= NR; A(r, p) = a[r * a_rs + p * a_cs].
 // b: a micro-panel of kc rows of NR floats, ldb apart (NR when packed); lanes >= nr are
-// ignored. Rows of A >= mr are never read. beta == 0: C is not read. Each C element is one
-// fused multiply-add chain over p in order.
+// ignored. Rows of A >= mr are never read. beta == 0: C is not read. bias (nr floats, or
+// null) is added to every row. Each C element is one fused multiply-add chain over p in order.
 HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t a_rs, size_t a_cs,
                             const float* HWY_RESTRICT b, size_t ldb, float* HWY_RESTRICT c,
-                            size_t ldc, float alpha, float beta, size_t mr, size_t nr) {
+                            size_t ldc, float alpha, float beta, size_t mr, size_t nr,
+                            const float* HWY_RESTRICT bias = nullptr) {
   const DF d;
   const size_t N = hn::Lanes(d);
   // Named accumulators (not arrays) so the compiler keeps all 2 * kMR of them in registers;
@@ -100,7 +108,7 @@ HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t a_rs,
 #undef SIMDATTN_FMA
   }
 #define SIMDATTN_STORE(R) \
-  if (R < kMR && R < mr) StoreTileRow(c##R##0, c##R##1, c + R * ldc, alpha, beta, nr);
+  if (R < kMR && R < mr) StoreTileRow(c##R##0, c##R##1, c + R * ldc, alpha, beta, bias, nr);
   SIMDATTN_ROWS(SIMDATTN_STORE)
 #undef SIMDATTN_STORE
 #undef SIMDATTN_ROWS
@@ -213,12 +221,13 @@ struct PanelsB {
   size_t panel, ldb;
 };
 
-// C[0:mc, 0:nc] = alpha * A B + beta * C over one KC slice: A(r, p) = a[r * a_rs + p * a_cs]
-// with MR-row panel i starting at a + i * a_panel. Loop order JR outside IR: one B micro-panel
-// (kc * NR floats) stays in L1 while the A block streams from L2.
+// C[0:mc, 0:nc] = alpha * A B + beta * C (+ bias[0:nc] on every row, when not null) over one
+// KC slice: A(r, p) = a[r * a_rs + p * a_cs] with MR-row panel i starting at a + i * a_panel.
+// Loop order JR outside IR: one B micro-panel (kc * NR floats) stays in L1 while the A block
+// streams from L2.
 HWY_INLINE void MacroKernel(size_t mc, size_t nc, size_t kc, const float* a, size_t a_rs,
                             size_t a_cs, size_t a_panel, PanelsB bp, float* c, size_t ldc,
-                            float alpha, float beta) {
+                            float alpha, float beta, const float* bias = nullptr) {
   const size_t nr_full = NR();
   const float* b = bp.b;
   for (size_t j0 = 0; j0 < nc; j0 += nr_full, b += bp.panel) {
@@ -226,7 +235,7 @@ HWY_INLINE void MacroKernel(size_t mc, size_t nc, size_t kc, const float* a, siz
     const float* ap = a;
     for (size_t i0 = 0; i0 < mc; i0 += kMR, ap += a_panel) {
       MicroKernel(kc, ap, a_rs, a_cs, b, bp.ldb, c + i0 * ldc + j0, ldc, alpha, beta,
-                  std::min(kMR, mc - i0), nr);
+                  std::min(kMR, mc - i0), nr, bias != nullptr ? bias + j0 : nullptr);
     }
   }
 }

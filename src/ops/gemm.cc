@@ -55,8 +55,14 @@ void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t)
   const size_t mt = static_cast<size_t>(t.i1 - t.i0);
   const size_t nt = static_cast<size_t>(t.j1 - t.j0);
   const size_t ldc = static_cast<size_t>(g.ldc);
+  const float* bias = g.bias != nullptr ? g.bias + t.j0 : nullptr;
   if (g.k == 0) {
     ScaleBlock(mt, nt, g.beta, c, ldc);
+    if (bias != nullptr) {
+      for (size_t i = 0; i < mt; ++i) {
+        for (size_t j = 0; j < nt; ++j) c[i * ldc + j] += bias[j];
+      }
+    }
     return;
   }
   const size_t nr = NR();
@@ -79,6 +85,7 @@ void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t)
   for (int64_t pc = 0; pc < g.k; pc += kc_blk) {
     const size_t kc = static_cast<size_t>(std::min(kc_blk, g.k - pc));
     const float beta = pc == 0 ? g.beta : 1.0f;
+    const float* slice_bias = pc == 0 ? bias : nullptr;  // added once, with the first slice
     const float* b_slice = b_tile + pc * static_cast<int64_t>(b_rs);
     if (!b_in_place) PackB(kc, nt, b_slice, b_rs, b_cs, bpack);
     const PanelsB packed = b_in_place ? PanelsB{b_slice, nr, ldb} : PanelsB{bpack, kc * nr, nr};
@@ -88,13 +95,15 @@ void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t)
       float* cblock = c + ic * ldc;
       if (g.trans_a) {
         PackATransposed(kc, mc, a + pc * g.lda + row, lda, apack);
-        MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, packed, cblock, ldc, g.alpha, beta);
+        MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, packed, cblock, ldc, g.alpha, beta,
+                    slice_bias);
       } else if (copy_rows) {
         PackARows(kc, mc, a + row * lda + pc, lda, apack, ldp);
-        MacroKernel(mc, nt, kc, apack, ldp, 1, kMR * ldp, packed, cblock, ldc, g.alpha, beta);
+        MacroKernel(mc, nt, kc, apack, ldp, 1, kMR * ldp, packed, cblock, ldc, g.alpha, beta,
+                    slice_bias);
       } else {
         MacroKernel(mc, nt, kc, a + row * lda + pc, lda, 1, kMR * lda, packed, cblock, ldc,
-                    g.alpha, beta);
+                    g.alpha, beta, slice_bias);
       }
     }
   }

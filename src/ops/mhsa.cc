@@ -3,7 +3,7 @@
 // weights, is O(rows * E) / O(heads * seq^2) next to the O(rows * E^2) GEMMs.
 //
 // Data flow for rows = seq * batch tokens (row order of x: [seq, batch] or [batch, seq]):
-//   qkv[rows, 3E]  = x W_in^T + b_in              (one GEMM over all tokens; bias pre-filled)
+//   qkv[rows, 3E]  = x W_in^T + b_in              (one GEMM over all tokens, bias in its stores)
 //   attn[rows, E]  = Sdpa(q, k, v of qkv)         (read in place through strides: no head split)
 //   y[rows, E]     = attn W_out^T + b_out         (y may be x: x is dead after the first GEMM)
 // Scratch: qkv + attn = 4 * rows * E floats; per-head weights (heads * seq^2) only on request.
@@ -23,26 +23,15 @@ namespace {
 // ~32K floats per task: enough work to hide the task overhead, small enough to balance.
 constexpr int64_t kChunkFloats = 32768;
 
-int64_t RowGrain(int64_t cols) { return std::max<int64_t>(1, kChunkFloats / cols); }
-
-// dst[r, :] = row for r < rows; dst is rows x cols, contiguous.
-void FillRows(int64_t rows, int64_t cols, const float* row, float* dst) {
-  ParallelFor(rows, RowGrain(cols), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      std::memcpy(dst + r * cols, row, static_cast<size_t>(cols) * sizeof(float));
-    }
-  });
-}
-
-// c[rows, n] = a[rows, k] w^T + bias, w is [n, k] (torch Linear layout); bias may be null.
-// c must not overlap a or w.
+// c[rows, n] = a[rows, k] w^T + bias, w is [n, k] (torch Linear layout); bias may be null (the
+// GEMM adds it as it stores the first k slice: no extra pass over c). c must not overlap a or w.
 void Linear(int64_t rows, int64_t n, int64_t k, const float* a, const float* w, const float* bias,
             float* c) {
-  if (bias != nullptr) FillRows(rows, n, bias, c);
   GemmArgs g;
   g.trans_b = true;
   g.m = rows, g.n = n, g.k = k;
-  g.beta = bias != nullptr ? 1.0f : 0.0f;
+  g.beta = 0.0f;
+  g.bias = bias;
   g.a = a, g.lda = k;
   g.b = w, g.ldb = k;
   g.c = c, g.ldc = n;

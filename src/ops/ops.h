@@ -16,7 +16,7 @@ inline int64_t CeilDiv(int64_t x, int64_t y) { return (x + y - 1) / y; }
 const char* SimdTarget();
 
 // One (possibly batched) GEMM, CBLAS row-major semantics:
-// C_i = alpha * op(A_i) op(B_i) + beta * C_i with X_i = x + i * stride_x.
+// C_i = alpha * op(A_i) op(B_i) + beta * C_i (+ bias on every row) with X_i = x + i * stride_x.
 struct GemmArgs {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
@@ -28,6 +28,7 @@ struct GemmArgs {
   float* c = nullptr;
   int64_t ldc = 0, stride_c = 0;
   int64_t batch = 1;
+  const float* bias = nullptr;  // [n] added to every row of C (torch Linear), or null
 };
 // Requires m, n, batch >= 1 (k may be 0). Deterministic for any thread count.
 void Sgemm(const GemmArgs& args);
