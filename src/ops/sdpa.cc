@@ -149,7 +149,8 @@ const float* KeyRows(const SdpaArgs& a, const SdpaTask& t, int64_t k0) {
 void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
                 int64_t k0, int64_t bk, const float* k, size_t k_seq, float* s) {
   if (ByRows(c)) {
-    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols);
+    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols,
+                 static_cast<size_t>(a.prefetch_rows));
   } else {
     MacroKernel(bk, c.n, a.d_k, k, k_seq, 1, kMR * k_seq, PanelsB{qt, NR(), kBlockCols}, s,
                 kBlockCols, a.scale, 0.0f);
@@ -195,7 +196,8 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
     size_t v_seq = static_cast<size_t>(a.v_s.seq);
     if (pack_v) vb = CopyRows(vb, v_seq, bk, a.d_v, vbuf), v_seq = static_cast<size_t>(a.d_v);
     if (ByRows(c)) {
-      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v);
+      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v,
+                       static_cast<size_t>(a.prefetch_rows));
     } else {
       MacroKernel(a.d_v, c.n, bk, vb, 1, v_seq, kMR, PanelsB{s, NR(), kBlockCols}, o, kBlockCols,
                   1.0f, 1.0f);
@@ -389,6 +391,7 @@ void Sdpa(const SdpaArgs& args) {
       AttentionBlockKeys(GetCpuInfo(), 2 * static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)()));
   SdpaArgs a = args;
   a.block_keys = block_keys;
+  a.prefetch_rows = AttentionPrefetchRows(GetCpuInfo());
   const int64_t group = a.heads / a.kv_heads;
   if (a.kv_len <= static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)())) {
     // About kFewKeysChunkFmas vector FMAs per chunk: a few microseconds, so a oneTBB worker's
