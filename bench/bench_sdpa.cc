@@ -106,34 +106,30 @@ struct SdpaContext {
 
 float Scale(const SdpaShape& s) { return 1.0f / std::sqrt(static_cast<float>(s.d)); }
 
-bool RunSimdattn(SdpaContext& ctx, float* out) {
+// simdattn_sdpa on the case's buffers, read as [batch, heads, seq, d] (bshd false) or through
+// BSHD strides, the (batch, seq, heads * d) layout that projection GEMMs produce (what ONNX
+// Runtime and flash-attn take): the same buffers, another problem of the same cost.
+bool RunSimdattnLayout(SdpaContext& ctx, float* out, bool bshd) {
   SdpaOperands& o = ctx.operands->Get();
   const SdpaShape& s = o.shape;
   simdattn_sdpa_options opt;
   simdattn_sdpa_options_init(&opt);
   opt.causal = ctx.c.causal ? SIMDATTN_CAUSAL_TOP_LEFT : SIMDATTN_CAUSAL_NONE;
   opt.kv_heads = s.kv_heads;
+  if (bshd) {
+    opt.q_strides = {s.q_len * s.heads * s.d, s.d, s.heads * s.d};
+    opt.out_strides = opt.q_strides;
+    opt.k_strides = {s.kv_len * s.kv_heads * s.d, s.d, s.kv_heads * s.d};
+    opt.v_strides = opt.k_strides;
+  }
   return simdattn_sdpa(o.q.get(), o.k.get(), o.v.get(), out, s.batch, s.heads, s.q_len, s.kv_len,
                        s.d, s.d, &opt) == SIMDATTN_OK;
 }
 
-// The same problem on the (batch, seq, heads * d) layout that projection GEMMs produce (what
-// ONNX Runtime and flash-attn take): the same buffers read through BSHD strides. Its ratio to
-// simdattn (contiguous [batch, heads, seq, d]) is the cost of the layout.
-bool RunSimdattnBshd(SdpaContext& ctx, float* out) {
-  SdpaOperands& o = ctx.operands->Get();
-  const SdpaShape& s = o.shape;
-  simdattn_sdpa_options opt;
-  simdattn_sdpa_options_init(&opt);
-  opt.causal = ctx.c.causal ? SIMDATTN_CAUSAL_TOP_LEFT : SIMDATTN_CAUSAL_NONE;
-  opt.kv_heads = s.kv_heads;
-  opt.q_strides = {s.q_len * s.heads * s.d, s.d, s.heads * s.d};
-  opt.out_strides = opt.q_strides;
-  opt.k_strides = {s.kv_len * s.kv_heads * s.d, s.d, s.kv_heads * s.d};
-  opt.v_strides = opt.k_strides;
-  return simdattn_sdpa(o.q.get(), o.k.get(), o.v.get(), out, s.batch, s.heads, s.q_len, s.kv_len,
-                       s.d, s.d, &opt) == SIMDATTN_OK;
-}
+bool RunSimdattn(SdpaContext& ctx, float* out) { return RunSimdattnLayout(ctx, out, false); }
+
+// Its ratio to simdattn (contiguous BHSD) is the cost of the layout.
+bool RunSimdattnBshd(SdpaContext& ctx, float* out) { return RunSimdattnLayout(ctx, out, true); }
 
 bool PrefillApplies(const SdpaCase& c) { return !c.memory_bound; }
 
