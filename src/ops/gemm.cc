@@ -47,6 +47,30 @@ void GemmGeometryImpl(int64_t* mr, int64_t* nr) {
   *nr = static_cast<int64_t>(NR());
 }
 
+// Row stride of non-transposed A rows copied by PackARows.
+constexpr size_t kCopyLd = (kKC + 15) / 16 * 16 + 16;
+
+// Scratch of a tile nt columns wide: packed op(B) (slot 0) and packed or copied A (slot 1).
+TaskScratch GemmTileScratch(const GemmArgs& g, size_t nt) {
+  TaskScratch s;
+  if (g.k == 0) return s;
+  const size_t nr = NR();
+  s.floats[0] = kKC * ((nt + nr - 1) / nr) * nr;
+  // Non-transposed A is read in place unless the tile is wide enough to amortise a row copy
+  // that avoids L1 set conflicts between the kMR streamed rows.
+  if (g.trans_a) {
+    s.floats[1] = kKC * ((kMC + kMR - 1) / kMR) * kMR;
+  } else if (nt >= kCopyRowsMinCols) {
+    s.floats[1] = kMC * kCopyLd;
+  }
+  return s;
+}
+
+// Scratch of the widest tile.
+void GemmScratchImpl(const GemmArgs& g, int64_t tile_n, TaskScratch* s) {
+  *s = GemmTileScratch(g, static_cast<size_t>(tile_n));
+}
+
 void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
   const float* a = g.a + t.batch_index * g.stride_a;
   const float* b = g.b + t.batch_index * g.stride_b;
@@ -60,14 +84,10 @@ void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
   }
   const size_t nr = NR();
   const size_t lda = static_cast<size_t>(g.lda), ldb = static_cast<size_t>(g.ldb);
-  float* bpack = ThreadScratch(0, kKC * ((nt + nr - 1) / nr) * nr);
-  // Non-transposed A is read in place unless the tile is wide enough to amortise a row copy
-  // that avoids L1 set conflicts between the kMR streamed rows.
+  const TaskScratch need = GemmTileScratch(g, nt);
+  float* bpack = ThreadScratch(0, need.floats[0]);
   const bool copy_rows = !g.trans_a && nt >= kCopyRowsMinCols;
-  const size_t ldp = (kKC + 15) / 16 * 16 + 16;
-  float* apack = g.trans_a ? ThreadScratch(1, kKC * ((kMC + kMR - 1) / kMR) * kMR)
-                 : copy_rows ? ThreadScratch(1, kMC * ldp)
-                             : nullptr;
+  float* apack = need.floats[1] != 0 ? ThreadScratch(1, need.floats[1]) : nullptr;
   // op(B)(p, j) strides, and the first column of this tile.
   const size_t b_rs = g.trans_b ? 1 : ldb, b_cs = g.trans_b ? ldb : 1;
   const float* b_tile = b + t.j0 * static_cast<int64_t>(b_cs);
@@ -84,8 +104,9 @@ void GemmTileImpl(const GemmArgs& g, const GemmTile& t) {
         PackATransposed(kc, mc, a + pc * g.lda + row, lda, apack);
         MacroKernel(mc, nt, kc, apack, 1, kMR, kc * kMR, packed, cblock, ldc, g.alpha, beta);
       } else if (copy_rows) {
-        PackARows(kc, mc, a + row * lda + pc, lda, apack, ldp);
-        MacroKernel(mc, nt, kc, apack, ldp, 1, kMR * ldp, packed, cblock, ldc, g.alpha, beta);
+        PackARows(kc, mc, a + row * lda + pc, lda, apack, kCopyLd);
+        MacroKernel(mc, nt, kc, apack, kCopyLd, 1, kMR * kCopyLd, packed, cblock, ldc, g.alpha,
+                    beta);
       } else {
         MacroKernel(mc, nt, kc, a + row * lda + pc, lda, 1, kMR * lda, packed, cblock, ldc,
                     g.alpha, beta);
@@ -104,10 +125,18 @@ namespace simdattn {
 HWY_EXPORT(TargetNameImpl);
 HWY_EXPORT(GemmGeometryImpl);
 HWY_EXPORT(GemmTileImpl);
+HWY_EXPORT(GemmScratchImpl);
 
 const char* SimdTarget() { return HWY_DYNAMIC_DISPATCH(TargetNameImpl)(); }
 
-void Sgemm(const GemmArgs& g) {
+namespace {
+
+// The tiling of one Sgemm call: batch x m_tiles x n_tiles tiles of at most tile_m x tile_n.
+struct GemmPlan {
+  int64_t m_tiles, n_tiles, tile_m, tile_n;
+};
+
+GemmPlan PlanGemm(const GemmArgs& g) {
   int64_t mr = 0, nr = 0;
   HWY_DYNAMIC_DISPATCH(GemmGeometryImpl)(&mr, &nr);
   // Aim for two tiles per thread (load balance) but no tile under kMinTileFlops: a oneTBB worker
@@ -125,6 +154,22 @@ void Sgemm(const GemmArgs& g) {
   const int64_t tile_m = CeilDiv(units_m, m_tiles) * mr;
   n_tiles = CeilDiv(g.n, tile_n);
   m_tiles = CeilDiv(g.m, tile_m);
+  return GemmPlan{m_tiles, n_tiles, tile_m, tile_n};
+}
+
+}  // namespace
+
+TaskScratch SgemmScratch(const GemmArgs& g) {
+  TaskScratch s;
+  HWY_DYNAMIC_DISPATCH(GemmScratchImpl)(g, PlanGemm(g).tile_n, &s);
+  return s;
+}
+
+void Sgemm(const GemmArgs& g) {
+  const GemmPlan plan = PlanGemm(g);
+  const int64_t m_tiles = plan.m_tiles, n_tiles = plan.n_tiles;
+  const int64_t tile_m = plan.tile_m, tile_n = plan.tile_n;
+  ReserveTaskScratch(SgemmScratch(g));  // before the first write to C
   const int64_t per = m_tiles * n_tiles;
   ParallelFor(g.batch * per, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "src/threading.h"
+
 namespace simdattn {
 
 // ceil(x / y) for x >= 0, y > 0: block counts in the ops' planning code.
@@ -29,8 +31,11 @@ struct GemmArgs {
   int64_t ldc = 0, stride_c = 0;
   int64_t batch = 1;
 };
-// Requires m, n, batch >= 1 (k may be 0). Deterministic for any thread count.
+// Requires m, n, batch >= 1 (k may be 0). Deterministic for any thread count. Acquires all its
+// memory before writing C (std::bad_alloc leaves C as it was).
 void Sgemm(const GemmArgs& args);
+// The task scratch Sgemm(args) reserves (for a caller that reserves several ops' at once).
+TaskScratch SgemmScratch(const GemmArgs& args);
 
 // Row-wise stable softmax; rows, cols >= 1; y == x allowed when ld_y == ld_x.
 void Softmax(int64_t rows, int64_t cols, const float* x, int64_t ld_x, float* y, int64_t ld_y);
@@ -58,7 +63,10 @@ struct SdpaArgs {
   float* lse = nullptr;      // [batch, heads, q_len] contiguous, or null
   float* weights = nullptr;  // [batch, heads, q_len, kv_len] contiguous, or null
 };
+// Acquires all its memory before writing any output (std::bad_alloc leaves them as they were).
 void Sdpa(const SdpaArgs& args);
+// The task scratch Sdpa(args) reserves.
+TaskScratch SdpaScratch(const SdpaArgs& args);
 
 // Multi-head self-attention as torch.nn.MultiheadAttention(x, x, x) in eval mode:
 // y = out_proj(attention(in_proj(x))), E = embed, head dim E / heads, scale 1/sqrt(E / heads).

@@ -43,6 +43,15 @@ struct SdpaTask {
 };
 // Partial results of one split task: m, l (kBlockCols each), then O^T (d_v x kBlockCols).
 inline int64_t PartialFloats(int64_t d_v) { return (2 + d_v) * kBlockCols; }
+// Scratch of one task: Q^T or query rows (slot 0), S^T (1), O^T (2), m and l (3).
+inline TaskScratch SdpaTaskScratch(int64_t d_k, int64_t d_v) {
+  TaskScratch s;
+  s.floats[0] = static_cast<size_t>(d_k * kBlockCols);
+  s.floats[1] = static_cast<size_t>(kBlockKeys * kBlockCols);
+  s.floats[2] = static_cast<size_t>(std::max<int64_t>(d_v, 1) * kBlockCols);
+  s.floats[3] = static_cast<size_t>(2 * kBlockCols);
+  return s;
+}
 }  // namespace simdattn
 #endif
 
@@ -179,16 +188,17 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   }
 }
 
-// out = O^T / l per column (0 where no key was visible), lse = m + log(l) (-inf there).
+// out = O^T / l per column (0 where no key was visible), lse = m + log(l) (-inf there); NaN
+// where l is NaN (a NaN or +inf score).
 void Finalize(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* m,
               const float* l, const float* o) {
   for (int64_t j = 0; j < c.n; ++j) {
-    const float inv = l[j] > 0.0f ? 1.0f / l[j] : 0.0f;
+    const float inv = l[j] == 0.0f ? 0.0f : 1.0f / l[j];
     float* out = a.out + t.b * a.out_s.batch + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
     for (int64_t i = 0; i < a.d_v; ++i) out[i] = o[i * kBlockCols + j] * inv;
     if (a.lse != nullptr) {
       a.lse[(t.b * a.heads + c.head[j]) * a.q_len + c.qi[j]] =
-          l[j] > 0.0f ? m[j] + std::log(l[j]) : kNegInf;
+          l[j] == 0.0f ? kNegInf : m[j] + std::log(l[j]);
     }
   }
 }
@@ -221,11 +231,12 @@ struct Scratch {
 };
 
 Scratch GetScratch(const SdpaArgs& a) {
+  const TaskScratch need = SdpaTaskScratch(a.d_k, a.d_v);
   Scratch sc;
-  sc.qt = ThreadScratch(0, a.d_k * kBlockCols);
-  sc.s = ThreadScratch(1, kBlockKeys * kBlockCols);
-  sc.o = ThreadScratch(2, std::max<int64_t>(a.d_v, 1) * kBlockCols);
-  sc.m = ThreadScratch(3, 2 * kBlockCols);
+  sc.qt = ThreadScratch(0, need.floats[0]);
+  sc.s = ThreadScratch(1, need.floats[1]);
+  sc.o = ThreadScratch(2, need.floats[2]);
+  sc.m = ThreadScratch(3, need.floats[3]);
   sc.l = sc.m + kBlockCols;
   return sc;
 }
@@ -249,18 +260,21 @@ void AttendTaskImpl(const SdpaArgs& a, const SdpaTask& t, float* partial) {
 }
 
 // Merges `splits` partials (consecutive key ranges, in order) of one column block and writes it.
-void MergeTaskImpl(const SdpaArgs& a, const SdpaTask& t, int64_t splits, const float* partials) {
+// ptrs: 3 * splits pointers of scratch (allocated by the caller: a task never allocates).
+void MergeTaskImpl(const SdpaArgs& a, const SdpaTask& t, int64_t splits, const float* partials,
+                   const float** ptrs) {
   const Columns c = MakeColumns(a, t);
   Scratch sc = GetScratch(a);
-  std::vector<const float*> pm(splits), pl(splits), po(splits);
+  const float** pm = ptrs;
+  const float** pl = ptrs + splits;
+  const float** po = ptrs + 2 * splits;
   const int64_t stride = PartialFloats(a.d_v);
   for (int64_t i = 0; i < splits; ++i) {
     pm[i] = partials + i * stride;
     pl[i] = pm[i] + kBlockCols;
     po[i] = pm[i] + 2 * kBlockCols;
   }
-  MergePartials(splits, pm.data(), pl.data(), po.data(), PaddedCols(c), a.d_v, kBlockCols, sc.m,
-                sc.l, sc.o);
+  MergePartials(splits, pm, pl, po, PaddedCols(c), a.d_v, kBlockCols, sc.m, sc.l, sc.o);
   Finalize(a, t, c, sc.m, sc.l, sc.o);
 }
 
@@ -274,7 +288,10 @@ namespace simdattn {
 HWY_EXPORT(AttendTaskImpl);
 HWY_EXPORT(MergeTaskImpl);
 
+TaskScratch SdpaScratch(const SdpaArgs& a) { return SdpaTaskScratch(a.d_k, a.d_v); }
+
 void Sdpa(const SdpaArgs& a) {
+  ReserveTaskScratch(SdpaScratch(a));  // before the first output write
   const int64_t group = a.heads / a.kv_heads;
   const int64_t cols = a.q_len * group;
   const int64_t col_blocks = CeilDiv(cols, kBlockCols);
@@ -300,6 +317,7 @@ void Sdpa(const SdpaArgs& a) {
   }
   const int64_t stride = PartialFloats(a.d_v);
   float* partials = ThreadScratch(kSdpaCallSlot, static_cast<size_t>(blocks * splits * stride));
+  std::vector<const float*> merge_ptrs(static_cast<size_t>(3 * blocks * splits));
   ParallelFor(blocks * splits, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, task_of(i / splits, i % splits),
@@ -309,7 +327,8 @@ void Sdpa(const SdpaArgs& a) {
   ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(MergeTaskImpl)(a, task_of(i, 0), splits,
-                                          partials + i * splits * stride);
+                                          partials + i * splits * stride,
+                                          merge_ptrs.data() + 3 * i * splits);
     }
   });
 }
