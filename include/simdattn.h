@@ -12,7 +12,17 @@
  *   same CPU; they may differ between SIMD targets (AVX-512 vs AVX2 ...) in the last bits.
  * - Empty problems (a zero size) return SIMDATTN_OK and touch nothing; NULL is then accepted for
  *   the buffers that have no elements.
- * - Sizes whose element count or byte extent overflows int64_t are SIMDATTN_ERR_BAD_SHAPE.
+ * - Sizes whose element count or byte extent overflows int64_t are SIMDATTN_ERR_BAD_SHAPE (for a
+ *   strided operand with more than one row along a dimension, the extent counts up to one row
+ *   past its last; a product with a zero factor is 0 and never overflows). Leading dimensions and
+ *   strides that cannot matter (a matrix of one row, a dimension of size 1, an operand without
+ *   elements) are only checked for sign and minimum, never used.
+ * - Memory: a call acquires all its scratch memory before it writes any output, so
+ *   SIMDATTN_ERR_OUT_OF_MEMORY (no memory, or no worker thread could be started) leaves every
+ *   output as it was.
+ * - Nothing is ever printed: the library writes only to the outputs of its calls.
+ * - fork(): a child process may call every function, also when another thread of the parent was
+ *   inside a call at fork time; in the child, calls run on the calling thread only (same results).
  */
 #ifndef SIMDATTN_H_
 #define SIMDATTN_H_
@@ -58,12 +68,17 @@ SIMDATTN_API const char* simdattn_version(void);
 /* Name of the Highway SIMD target chosen at run time for this CPU, e.g. "AVX3", "AVX2", "SSE4". */
 SIMDATTN_API const char* simdattn_simd_target(void);
 
+/* The largest thread count simdattn_set_num_threads accepts. */
+enum { SIMDATTN_MAX_THREADS = 4096 };
+
 /* Sets the number of threads used inside each call. n == 0 means all hardware threads this
- * process may run on (its CPU affinity mask). n < 0 -> SIMDATTN_ERR_BAD_ARGUMENT (unchanged).
- * The initial value comes from the environment variable SIMDATTN_NUM_THREADS (a positive
- * integer), else 0. Affects calls that start after it returns; calls in flight keep their pool.
- * n above the CPU count is accepted (results stay identical) but oneTBB runs at most one thread
- * per CPU and may print a warning saying so. */
+ * process may run on (its CPU affinity mask). n < 0 or n > SIMDATTN_MAX_THREADS ->
+ * SIMDATTN_ERR_BAD_ARGUMENT (unchanged). The initial value comes from the environment variable
+ * SIMDATTN_NUM_THREADS (an integer in [1, SIMDATTN_MAX_THREADS]), else 0. Affects calls that
+ * start after it returns; calls in flight keep their pool. n above what oneTBB may run (the CPU
+ * count, or a lower tbb::global_control::max_allowed_parallelism of the host) is accepted and
+ * reported by simdattn_get_num_threads, but at most that many threads run; results are the same
+ * for every n. */
 SIMDATTN_API simdattn_status simdattn_set_num_threads(int32_t n);
 
 /* The number of threads calls will use (>= 1; 0 has been resolved to the hardware count). */
@@ -76,6 +91,9 @@ SIMDATTN_API int32_t simdattn_get_num_threads(void);
  * lda >= max(1, m)). op(B) is k x n: B is k x n (trans_b == 0, ldb >= max(1, n)) or n x k
  * (trans_b == 1, ldb >= max(1, k)). C is m x n, ldc >= max(1, n).
  * beta == 0 never reads C (it may hold NaN). k == 0 gives C = beta * C (zeros for beta == 0).
+ * Non-finite inputs follow IEEE arithmetic and stay local: NaN or +-inf in row i of op(A) (or
+ * column j of op(B), or C(i, j) with beta != 0) makes only C row i (column j, element (i, j))
+ * non-finite; every other element is bitwise what it would be without it.
  * m == 0 or n == 0: no-op. C must not overlap A or B (SIMDATTN_ERR_BAD_ARGUMENT); A and B may
  * overlap each other. The k-sum is accumulated in a fixed order: results do not depend on the
  * thread count.
@@ -147,14 +165,21 @@ SIMDATTN_API void simdattn_sdpa_options_init(simdattn_sdpa_options* options);
  * out [batch, heads, q_len, d_v]; each strided by its options strides (all three zero ->
  * contiguous in that order). options NULL -> defaults.
  * A query row whose keys are all masked (by mask -inf, causal, kv_lens or kv_len == 0) gives
- * output 0, lse -inf and weights 0: never NaN.
+ * output 0, lse -inf and weights 0: never NaN. A NaN or +inf score (from NaN or +-inf in q, in
+ * a k row the query sees, or a NaN or +inf mask entry) makes that query's out, lse and weights
+ * NaN, as softmax does for such rows. NaN or +-inf in a v row makes the out of the queries that
+ * see it non-finite and may also reach other queries of the same batch entry and kv head
+ * (through a zero weight: 0 * NaN = NaN). Other (batch, kv head) pairs are bitwise unaffected.
+ * out is accumulated before the final division by the softmax sum: |v| up to FLT_MAX / kv_len
+ * stays finite, larger values may overflow to +-inf.
  * Empty: batch, heads or q_len == 0 -> OK, nothing written; d_v == 0 -> out has no elements but
  * lse and weights are written. d_k < 1 -> BAD_SHAPE (the scale is undefined).
  * Errors (nothing written): negative sizes or strides, kv_heads < 0 or not dividing heads,
  * kv_lens[b] outside [0, kv_len], overflow -> BAD_SHAPE; struct_size smaller than the first
  * version's, causal not in {0, 1, 2}, scale NaN, inf or < 0, out, lse or weights overlapping
- * q, k, v, the mask or one another, out strides that make two rows of out overlap ->
- * BAD_ARGUMENT; NULL q/k/v/out with elements -> NULL_POINTER. Shape and flag checks come
+ * q, k, v, the mask or one another, out strides that make two rows of out overlap (checked
+ * exactly; strides that interleave rows in more than about 2^22 ways without being nested are
+ * refused as unverifiable) -> BAD_ARGUMENT; NULL q/k/v/out with elements -> NULL_POINTER. Shape and flag checks come
  * before the empty-problem shortcut, so an empty call with a bad flag still fails.
  * Memory: O(threads * block) scratch, never O(q_len * kv_len). Parallel over batch, heads and
  * query blocks; decode (small q_len) also splits kv_len and merges the parts in a fixed order. */
@@ -189,9 +214,13 @@ SIMDATTN_API void simdattn_mha_options_init(simdattn_mha_options* options);
  * x, y: [seq_len, batch, E] or [batch, seq_len, E] (batch_first). y may equal x (in place);
  * any other overlap of y with x, the weights or the masks -> BAD_ARGUMENT.
  * A query whose keys are all masked gives zeros before the output projection (y row =
- * out_proj_bias) and attention weights 0 (PyTorch gives NaN there).
+ * out_proj_bias) and attention weights 0 (PyTorch gives NaN there). NaN or +-inf in a token of
+ * x can make the outputs of its batch entry non-finite (its keys and values are shared within
+ * the entry); other batch entries are bitwise unaffected.
  * Errors: num_heads < 1 or embed_dim % num_heads != 0 -> BAD_SHAPE; weights NULL or its
- * weight matrices NULL (with elements) -> NULL_POINTER; seq_len == 0 or batch == 0 -> OK no-op.
+ * weight matrices NULL (with elements) -> NULL_POINTER; seq_len == 0 or batch == 0 -> OK no-op
+ * (checked after the shapes); otherwise embed_dim == 0 -> BAD_SHAPE (the head dimension is 0:
+ * the scale 1/sqrt(embed_dim / num_heads) is undefined, as for simdattn_sdpa's d_k).
  * Scratch: at most 4 * seq_len * batch * E floats per call, kept by the calling thread for its
  * next call (so repeated calls pay no allocation or page faults); freed when the thread exits. */
 SIMDATTN_API simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t batch,

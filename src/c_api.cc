@@ -9,6 +9,8 @@
 #include <utility>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
+#include <stdexcept>
 #include <exception>
 #include <initializer_list>
 #include <new>
@@ -25,6 +27,58 @@ thread_local std::string t_last_error;  // a new thread starts with ""
 simdattn_status Ok() {
   t_last_error.clear();
   return SIMDATTN_OK;
+}
+
+// floor(a / b) for b > 0.
+int64_t FloorDiv(int64_t a, int64_t b) { return a / b - (a % b != 0 && a < 0 ? 1 : 0); }
+
+// Row offset differences a search for overlapping rows may try before giving up.
+constexpr int64_t kOverlapSearchBudget = int64_t{1} << 22;
+
+// Whether nonzero integers x_i, |x_i| < size_i, make |sum_i x_i stride_i| < inner for the nd <= 3
+// (stride, size) pairs of dims (sorted by stride, sizes > 1, every |x_i stride_i| sum below 2^62):
+// 1 yes (*gap = that sum), 0 no, -1 not decided within kOverlapSearchBudget (*gap = the count of
+// offset pairs it would take). Enumerates all but the dimension with the most entries and solves
+// for that one.
+int FindRowOverlap(const std::pair<int64_t, int64_t>* dims, int nd, int64_t inner, int64_t* gap) {
+  for (int i = 0; i < nd; ++i) {
+    if (dims[i].first < inner) {  // x_i = 1 alone
+      *gap = dims[i].first;
+      return 1;
+    }
+  }
+  if (nd <= 1) return 0;
+  int big = 0;
+  for (int i = 1; i < nd; ++i) {
+    if (dims[i].second > dims[big].second) big = i;
+  }
+  int64_t ranges[2] = {1, 1}, strides[2] = {0, 0};  // the enumerated dimensions (or unit ones)
+  for (int i = 0, j = 0; i < nd; ++i) {
+    if (i != big) ranges[j] = dims[i].second, strides[j++] = dims[i].first;
+  }
+  int64_t work = 0;
+  if (__builtin_mul_overflow(ranges[0], 2 * ranges[1], &work) || work > kOverlapSearchBudget) {
+    *gap = work;
+    return -1;
+  }
+  const int64_t s_big = dims[big].first, n_big = dims[big].second;  // s_big >= inner > 0
+  // By symmetry (negate every x) the first enumerated offset can be taken >= 0.
+  for (int64_t x0 = 0; x0 < ranges[0]; ++x0) {
+    for (int64_t x1 = x0 == 0 ? 0 : -(ranges[1] - 1); x1 < ranges[1]; ++x1) {
+      const int64_t t = x0 * strides[0] + x1 * strides[1];
+      // x with -inner < t + x s_big < inner, |x| < n_big, and not all three zero.
+      int64_t lo = FloorDiv(-inner - t, s_big) + 1, hi = -FloorDiv(t - inner, s_big) - 1;
+      lo = std::max(lo, -(n_big - 1));
+      hi = std::min(hi, n_big - 1);
+      for (int64_t x = lo; x <= hi; ++x) {
+        if (x == 0 && x0 == 0 && x1 == 0) continue;
+        *gap = t + x * s_big;
+        if (*gap < 0) *gap = -*gap;
+        return 1;
+      }
+    }
+  }
+  return 0;
 }
 
 // First failure wins: later checks are skipped once one failed.
@@ -67,10 +121,14 @@ class Validator {
   Validator& Extent(int64_t rows, int64_t cols, int64_t ld, const char* name, int64_t* extent) {
     *extent = 0;
     if (!ok() || rows == 0 || cols == 0) return *this;
-    int64_t span = 0, bytes = 0;
+    // The ops step a row pointer one row past the last row (rows * ld), so that byte offset must
+    // be representable too when there is more than one row.
+    int64_t span = 0, bytes = 0, past = 0;
     const bool overflow = __builtin_mul_overflow(rows - 1, ld, &span) ||
                           __builtin_add_overflow(span, cols, &span) ||
-                          __builtin_mul_overflow(span, static_cast<int64_t>(sizeof(float)), &bytes);
+                          __builtin_mul_overflow(span, static_cast<int64_t>(sizeof(float)), &bytes) ||
+                          (rows > 1 && (__builtin_mul_overflow(rows, ld, &past) ||
+                                        __builtin_mul_overflow(past, int64_t{sizeof(float)}, &past)));
     Require(!overflow, SIMDATTN_ERR_BAD_SHAPE,
             "%s spans %lld rows of %lld elements with leading dimension %lld: overflows int64",
             name, static_cast<long long>(rows), static_cast<long long>(cols),
@@ -104,33 +162,56 @@ class Validator {
               name, kDims[i], static_cast<long long>(strides[i]));
     }
     if (!ok() || inner == 0 || sizes[0] == 0 || sizes[1] == 0 || sizes[2] == 0) return *this;
-    int64_t total = inner, term = 0, bytes = 0;
+    // As Extent: also the offset one row (head, batch entry) past the last, which the ops may
+    // form, must be representable in bytes.
+    int64_t total = inner, past = inner, term = 0, bytes = 0;
     bool overflow = false;
     for (int i = 0; i < 3; ++i) {
       overflow = overflow || __builtin_mul_overflow(sizes[i] - 1, strides[i], &term) ||
-                 __builtin_add_overflow(total, term, &total);
+                 __builtin_add_overflow(total, term, &total) ||
+                 (sizes[i] > 1 && (__builtin_mul_overflow(sizes[i], strides[i], &term) ||
+                                   __builtin_add_overflow(past, term, &past)));
     }
-    overflow = overflow || __builtin_mul_overflow(total, static_cast<int64_t>(sizeof(float)), &bytes);
+    overflow = overflow || __builtin_mul_overflow(total, static_cast<int64_t>(sizeof(float)), &bytes) ||
+               __builtin_mul_overflow(past, static_cast<int64_t>(sizeof(float)), &bytes);
     Require(!overflow, SIMDATTN_ERR_BAD_SHAPE, "%s: its extent overflows int64", name);
     if (ok()) *span = total;
     return *this;
   }
   // Distinct [batch, head, seq] rows of `inner` elements must not share an element (an output
-  // written through strides).
+  // written through strides). Strides and sizes are valid (Span4 passed). Exact: rows
+  // (b, h, s) and (b', h', s') overlap iff |sum_i (x_i - x'_i) * stride_i| < inner.
   Validator& RowsDisjoint(const int64_t sizes[3], const simdattn_strides& st, int64_t inner,
                           const char* name) {
     if (!ok() || inner == 0) return *this;
-    std::pair<int64_t, int64_t> dims[3] = {{st.batch, sizes[0]}, {st.head, sizes[1]}, {st.seq, sizes[2]}};
-    std::sort(std::begin(dims), std::end(dims));  // by stride
-    int64_t extent = inner;
-    for (const auto& [stride, size] : dims) {
-      if (size <= 1) continue;
-      Require(stride >= extent, SIMDATTN_ERR_BAD_ARGUMENT,
-              "%s strides make distinct rows overlap (stride %lld < extent %lld)", name,
-              static_cast<long long>(stride), static_cast<long long>(extent));
-      extent = stride * (size - 1) + extent;
+    const int64_t strides[3] = {st.batch, st.head, st.seq};
+    std::pair<int64_t, int64_t> dims[3];  // (stride, size) of the dimensions with size > 1
+    int nd = 0;
+    for (int i = 0; i < 3; ++i) {
+      if (sizes[i] > 1) dims[nd++] = {strides[i], sizes[i]};
     }
-    return *this;
+    for (int i = 1; i < nd; ++i) {  // by stride (insertion sort of at most 3)
+      for (int j = i; j > 0 && dims[j] < dims[j - 1]; --j) std::swap(dims[j], dims[j - 1]);
+    }
+    // Sufficient: each stride at least the extent of everything below it (nested layouts).
+    bool nested = true;
+    int64_t extent = inner;
+    for (int i = 0; i < nd; ++i) {
+      nested = nested && dims[i].first >= extent;
+      if (!nested) break;
+      extent = dims[i].first * (dims[i].second - 1) + extent;  // <= the span: no overflow
+    }
+    if (nested) return *this;
+    int64_t gap = 0;
+    const int verdict = FindRowOverlap(dims, nd, inner, &gap);
+    return Require(verdict == 0, SIMDATTN_ERR_BAD_ARGUMENT,
+                   verdict > 0 ? "%s strides {%lld, %lld, %lld} make distinct rows overlap (two rows "
+                                 "start %lld elements apart, less than the row length %lld)"
+                               : "%s strides {%lld, %lld, %lld} interleave rows too many ways to "
+                                 "check that none overlap (%lld; row length %lld): use nested strides",
+                   name, static_cast<long long>(st.batch), static_cast<long long>(st.head),
+                   static_cast<long long>(st.seq), static_cast<long long>(gap),
+                   static_cast<long long>(inner));
   }
   // *count = d0 * d1 * ... elements, with the byte size representable in int64 (0 if any d is 0).
   Validator& Elements(std::initializer_list<int64_t> dims, const char* name, int64_t* count) {
@@ -138,6 +219,9 @@ class Validator {
     if (!ok()) return *this;
     int64_t n = 1, bytes = 0;
     bool overflow = false;
+    for (int64_t d : dims) {
+      if (d == 0) return *this;  // a product with a zero factor is 0, whatever the others
+    }
     for (int64_t d : dims) overflow = overflow || __builtin_mul_overflow(n, d, &n);
     overflow = overflow || __builtin_mul_overflow(n, static_cast<int64_t>(sizeof(float)), &bytes);
     Require(!overflow, SIMDATTN_ERR_BAD_SHAPE, "%s has too many elements: overflows int64", name);
@@ -174,11 +258,21 @@ class Validator {
 template <class F>
 simdattn_status Run(const char* function, F&& op) {
   try {
+    const CallScope scope;  // one arena and thread count for the whole call
     op();
     return Ok();
   } catch (const std::bad_alloc&) {
     t_last_error = std::string(function) + ": out of memory for scratch buffers";
     return SIMDATTN_ERR_OUT_OF_MEMORY;
+  } catch (const std::runtime_error& e) {
+    // oneTBB reports a failed pthread_create (no memory for a stack, thread limit) this way:
+    // a resource shortage, not a bug.
+    if (std::strncmp(e.what(), "pthread_create", 14) == 0) {
+      t_last_error = std::string(function) + ": could not start a worker thread: " + e.what();
+      return SIMDATTN_ERR_OUT_OF_MEMORY;
+    }
+    t_last_error = std::string(function) + ": internal error: " + e.what();
+    return SIMDATTN_ERR_INTERNAL;
   } catch (const std::exception& e) {
     t_last_error = std::string(function) + ": internal error: " + e.what();
     return SIMDATTN_ERR_INTERNAL;
@@ -215,8 +309,9 @@ const char* simdattn_simd_target(void) { return simdattn::SimdTarget(); }
 
 simdattn_status simdattn_set_num_threads(int32_t n) {
   Validator v("simdattn_set_num_threads");
-  v.Require(n >= 0 && n <= 4096, SIMDATTN_ERR_BAD_ARGUMENT,
-            "n must be in [0, 4096] (0 = all hardware threads), got %d", static_cast<int>(n));
+  v.Require(n >= 0 && n <= SIMDATTN_MAX_THREADS, SIMDATTN_ERR_BAD_ARGUMENT,
+            "n must be in [0, SIMDATTN_MAX_THREADS = %d] (0 = all hardware threads), got %d",
+            SIMDATTN_MAX_THREADS, static_cast<int>(n));
   if (!v.ok()) return v.status();
   return simdattn::Run("simdattn_set_num_threads", [&] { simdattn::SetNumThreads(n); });
 }
@@ -255,6 +350,14 @@ simdattn_status simdattn_sgemm_batched(int32_t trans_a, int32_t trans_b, int64_t
     v.NoOverlap(c, all_c, "C", a, all_a, "A").NoOverlap(c, all_c, "C", b, all_b, "B");
   }
   if (!v.ok()) return v.status();
+  // Leading dimensions of one-row matrices and strides of a batch of one (or of A and B when
+  // k == 0: they are not read) do not matter to the result: normalised so that no address is
+  // formed beyond the validated extents.
+  if ((trans_a ? k : m) <= 1) lda = std::max<int64_t>(1, trans_a ? m : k);
+  if ((trans_b ? n : k) <= 1) ldb = std::max<int64_t>(1, trans_b ? k : n);
+  if (m <= 1) ldc = std::max<int64_t>(1, n);
+  if (batch == 1 || !reads_ab) stride_a = stride_b = 0;
+  if (batch == 1) stride_c = 0;
   simdattn::GemmArgs g;
   g.trans_a = trans_a == 1;
   g.trans_b = trans_b == 1;
@@ -310,20 +413,17 @@ simdattn_strides ResolveStrides(simdattn_strides st, int64_t heads, int64_t seq,
   return st;
 }
 
+// Zeroes the strides of size-1 dimensions, or all of them when the tensor has no elements.
+void ZeroUnusedStrides(const int64_t sizes[3], int64_t span, simdattn_strides* st) {
+  if (span == 0 || sizes[0] <= 1) st->batch = 0;
+  if (span == 0 || sizes[1] <= 1) st->head = 0;
+  if (span == 0 || sizes[2] <= 1) st->seq = 0;
+}
+
 simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
   simdattn::Strides4 s;
   s.batch = st.batch, s.head = st.head, s.seq = st.seq;
   return s;
-}
-
-// Sizes of a contiguous product, overflow-checked by the caller's Span4 before use.
-int64_t Elements(int64_t a, int64_t b, int64_t c, int64_t d) {
-  int64_t r = 0;
-  if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
-      __builtin_mul_overflow(r, d, &r)) {
-    return -1;
-  }
-  return r;
 }
 
 }  // namespace
@@ -356,7 +456,8 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
               static_cast<long long>(d_k));
   val.NonNegative(o.kv_heads, "options->kv_heads");
   const int64_t kv_heads = o.kv_heads == 0 ? heads : o.kv_heads;
-  val.Require(kv_heads == 0 || heads % kv_heads == 0, SIMDATTN_ERR_BAD_SHAPE,
+  // Arguments are evaluated even after a failure: guard the division (INT64_MIN % -1 traps).
+  val.Require(!val.ok() || kv_heads == 0 || heads % kv_heads == 0, SIMDATTN_ERR_BAD_SHAPE,
               "heads (%lld) must be a multiple of options->kv_heads (%lld)",
               static_cast<long long>(heads), static_cast<long long>(kv_heads));
   val.Require(o.causal >= 0 && o.causal <= 2, SIMDATTN_ERR_BAD_ARGUMENT,
@@ -365,19 +466,24 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
               "options->scale must be finite and >= 0 (0 = 1/sqrt(d_k)), got %g",
               static_cast<double>(o.scale));
   if (!val.ok()) return val.status();
-  const simdattn_strides qs = ResolveStrides(o.q_strides, heads, q_len, d_k);
-  const simdattn_strides ks = ResolveStrides(o.k_strides, kv_heads, kv_len, d_k);
-  const simdattn_strides vs = ResolveStrides(o.v_strides, kv_heads, kv_len, d_v);
-  const simdattn_strides os = ResolveStrides(o.out_strides, heads, q_len, d_v);
   const int64_t q_sizes[3] = {batch, heads, q_len}, kv_sizes[3] = {batch, kv_heads, kv_len};
+  simdattn_strides qs = ResolveStrides(o.q_strides, heads, q_len, d_k);
+  simdattn_strides ks = ResolveStrides(o.k_strides, kv_heads, kv_len, d_k);
+  simdattn_strides vs = ResolveStrides(o.v_strides, kv_heads, kv_len, d_v);
+  simdattn_strides os = ResolveStrides(o.out_strides, heads, q_len, d_v);
+  simdattn_strides ms = o.mask_strides;
   int64_t q_span = 0, k_span = 0, v_span = 0, out_span = 0, mask_span = 0;
   val.Span4(q_sizes, qs, d_k, "q", &q_span).Span4(kv_sizes, ks, d_k, "k", &k_span);
   val.Span4(kv_sizes, vs, d_v, "v", &v_span).Span4(q_sizes, os, d_v, "out", &out_span);
-  val.Span4(q_sizes, o.mask_strides, kv_len, "mask", &mask_span);
-  const int64_t lse_n = Elements(batch, heads, q_len, 1);
-  const int64_t weights_n = Elements(batch, heads, q_len, kv_len);
-  val.Require(lse_n >= 0 && weights_n >= 0 && weights_n <= INT64_MAX / 4, SIMDATTN_ERR_BAD_SHAPE,
-              "batch * heads * q_len * kv_len overflows int64");
+  val.Span4(q_sizes, ms, kv_len, "mask", &mask_span);
+  // Query rows (every row count the op plans with), and the lse and weights outputs when
+  // requested; a factor 0 makes the product 0.
+  int64_t rows = 0, lse_n = 0, weights_n = 0;
+  if (o.lse != nullptr) val.Elements({batch, heads, q_len}, "options->lse", &lse_n);
+  if (o.weights != nullptr) {
+    val.Elements({batch, heads, q_len, kv_len}, "options->weights", &weights_n);
+  }
+  val.Elements({batch, heads, q_len}, "batch * heads * q_len (the query rows)", &rows);
   if (!val.ok()) return val.status();
   if (batch == 0 || heads == 0 || q_len == 0) return simdattn::Ok();
   val.NotNull(q, q_span, "q").NotNull(k, k_span, "k").NotNull(v, v_span, "v");
@@ -393,8 +499,7 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
     }
   }
   val.RowsDisjoint(q_sizes, os, d_v, "out");
-  const int64_t lse_span = o.lse != nullptr ? lse_n : 0;
-  const int64_t w_span = o.weights != nullptr ? weights_n : 0;
+  const int64_t lse_span = lse_n, w_span = weights_n;
   struct Named {
     const void* p;
     int64_t n;
@@ -411,6 +516,14 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   val.NoOverlap(out, out_span, "out", o.weights, w_span, "options->weights");
   val.NoOverlap(o.lse, lse_span, "options->lse", o.weights, w_span, "options->weights");
   if (!val.ok()) return val.status();
+  // The ops form row addresses of every tensor from its strides: strides of a dimension of size 1
+  // and of a tensor without elements (d_v = 0, kv_len = 0, no mask) do not matter to the result
+  // and are zeroed, so no address is formed that the validated extents do not cover.
+  ZeroUnusedStrides(q_sizes, q_span, &qs);
+  ZeroUnusedStrides(kv_sizes, k_span, &ks);
+  ZeroUnusedStrides(kv_sizes, v_span, &vs);
+  ZeroUnusedStrides(q_sizes, out_span, &os);
+  ZeroUnusedStrides(q_sizes, mask_span, &ms);
 
   simdattn::SdpaArgs a;
   a.q = q, a.k = k, a.v = v, a.out = out;
@@ -419,7 +532,7 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   a.scale = o.scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_k))) : o.scale;
   a.causal = o.causal;
   a.q_s = ToStrides4(qs), a.k_s = ToStrides4(ks), a.v_s = ToStrides4(vs), a.out_s = ToStrides4(os);
-  a.mask = o.mask, a.mask_s = ToStrides4(o.mask_strides);
+  a.mask = o.mask, a.mask_s = ToStrides4(ms);
   a.kv_lens = o.kv_lens, a.lse = o.lse, a.weights = o.weights;
   return simdattn::Run("simdattn_sdpa", [&] { simdattn::Sdpa(a); });
 }
@@ -452,10 +565,12 @@ simdattn_mha_options MhaOptions(Validator& v, const simdattn_mha_options* option
 
 // Sizes, the head split, and every element count (the op's scratch included) against overflow.
 MhsaSizes MhsaShapes(Validator& v, int64_t seq, int64_t batch, int64_t e, int64_t heads,
-                     bool weights_requested) {
+                     const simdattn_mha_options& o) {
+  const bool weights_requested = o.attn_weights != nullptr;
   v.NonNegative(seq, "seq_len").NonNegative(batch, "batch").NonNegative(e, "embed_dim");
-  v.Require(heads >= 1, SIMDATTN_ERR_BAD_SHAPE, "num_heads must be >= 1 (got %lld)",
-            static_cast<long long>(heads));
+  v.Require(heads >= 1, SIMDATTN_ERR_BAD_SHAPE,
+            "num_heads must be >= 1 (got %lld; embed_dim = %lld must be divisible by it)",
+            static_cast<long long>(heads), static_cast<long long>(e));
   // Arguments are evaluated even after a failure: guard the division.
   v.Require(!v.ok() || e % heads == 0, SIMDATTN_ERR_BAD_SHAPE,
             "embed_dim (%lld) must be divisible by num_heads (%lld)", static_cast<long long>(e),
@@ -464,11 +579,15 @@ MhsaSizes MhsaShapes(Validator& v, int64_t seq, int64_t batch, int64_t e, int64_
   int64_t scratch = 0, head_weights = 0;
   v.Elements({seq, batch, e}, "x", &n.x).Elements({3, e, e}, "in_proj_weight", &n.in_w);
   v.Elements({3, e}, "in_proj_bias", &n.in_b).Elements({e, e}, "out_proj_weight", &n.out_w);
-  v.Elements({e}, "out_proj_bias", &n.out_b).Elements({batch, seq}, "key_padding_mask", &n.kpm);
-  v.Elements({seq, seq}, "attn_mask", &n.mask);
-  v.Elements({batch, seq, seq}, "attn_weights", &n.attn_w);
+  v.Elements({e}, "out_proj_bias", &n.out_b);
+  // Optional buffers count only when given (a factor 0 makes any product 0).
+  if (o.key_padding_mask != nullptr) {
+    v.Elements({batch, seq}, "options->key_padding_mask", &n.kpm);
+  }
+  if (o.attn_mask != nullptr) v.Elements({seq, seq}, "options->attn_mask", &n.mask);
   v.Elements({4, seq, batch, e}, "the scratch (4 * seq_len * batch * embed_dim)", &scratch);
   if (weights_requested) {
+    v.Elements({batch, seq, seq}, "options->attn_weights", &n.attn_w);
     v.Elements({heads, seq, seq}, "the per-head weights scratch", &head_weights);
   }
   return n;
@@ -484,8 +603,8 @@ void MhsaAliasing(Validator& v, const float* x, const float* y, const MhsaSizes&
       {w.in_proj_bias, w.in_proj_bias ? n.in_b : 0, "weights->in_proj_bias"},
       {w.out_proj_weight, n.out_w, "weights->out_proj_weight"},
       {w.out_proj_bias, w.out_proj_bias ? n.out_b : 0, "weights->out_proj_bias"},
-      {o.key_padding_mask, o.key_padding_mask ? n.kpm : 0, "options->key_padding_mask", 1},
-      {o.attn_mask, o.attn_mask ? n.mask : 0, "options->attn_mask"}};
+      {o.key_padding_mask, n.kpm, "options->key_padding_mask", 1},
+      {o.attn_mask, n.mask, "options->attn_mask"}};
   if (y != x) v.NoOverlap(y, n.x, "y", x, n.x, "x (only y == x may alias)");
   for (const Region& in : inputs) v.NoOverlap(y, n.x, "y", in.p, in.n, in.name, in.elem);
   if (o.attn_weights == nullptr) return;
@@ -512,8 +631,7 @@ simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t
                               const simdattn_mha_options* options) {
   Validator v("simdattn_mhsa");
   const simdattn_mha_options o = MhaOptions(v, options);
-  const MhsaSizes n = MhsaShapes(v, seq_len, batch, embed_dim, num_heads,
-                                  o.attn_weights != nullptr);
+  const MhsaSizes n = MhsaShapes(v, seq_len, batch, embed_dim, num_heads, o);
   if (!v.ok()) return v.status();
   if (seq_len == 0 || batch == 0) return simdattn::Ok();
   v.Require(embed_dim >= 1, SIMDATTN_ERR_BAD_SHAPE,

@@ -5,7 +5,11 @@
 #include "tests/test_util.h"
 
 #include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -328,6 +332,283 @@ TEST_CASE("set_num_threads(-1) fails and leaves the count") {
     CheckError(simdattn_set_num_threads(-1), SIMDATTN_ERR_BAD_ARGUMENT, "n");
     CHECK(simdattn_get_num_threads() == n);
   });
+}
+
+// Issue 9: 5000 was refused although the header accepted any n >= 0; the limit is now
+// documented as SIMDATTN_MAX_THREADS and holds both ways.
+TEST_CASE("set_num_threads: SIMDATTN_MAX_THREADS is accepted, one more is not") {
+  ForEachThreadCount({SIMDATTN_MAX_THREADS}, [](int32_t n) {
+    CHECK(simdattn_get_num_threads() == n);
+    const float x[2] = {1.0f, 2.0f};
+    float y[2];
+    CheckOk(simdattn_softmax(1, 2, x, 2, y, 2));
+    for (const int32_t bad : {SIMDATTN_MAX_THREADS + 1, 5000, INT32_MAX}) {
+      CheckError(simdattn_set_num_threads(bad), SIMDATTN_ERR_BAD_ARGUMENT, "n");
+      CHECK(simdattn_get_num_threads() == n);
+    }
+  });
+}
+
+// ------------------------------------------------------------------ issue 9 regressions
+
+// Each case is an input a fuzzing pass of the C API found to crash, corrupt memory, trip UBSan
+// (these run under -Db_sanitize=address,undefined in CI) or return a status the header
+// contradicts.
+
+TEST_CASE("regression: sdpa heads INT64_MIN with kv_heads -1 is BAD_SHAPE, not SIGFPE") {
+  const float q = 1.0f, k = 1.0f, v = 1.0f;
+  float out = Sentinel();
+  simdattn_sdpa_options o;
+  simdattn_sdpa_options_init(&o);
+  o.kv_heads = -1;
+  CheckError(simdattn_sdpa(&q, &k, &v, &out, 1, INT64_MIN, 1, 1, 1, 1, &o),
+             SIMDATTN_ERR_BAD_SHAPE, "heads");
+  o.kv_heads = 0;
+  CheckError(simdattn_sdpa(&q, &k, &v, &out, 1, INT64_MIN, 1, 1, 1, 1, &o),
+             SIMDATTN_ERR_BAD_SHAPE, "heads");
+  CHECK(Bits(out) == Bits(Sentinel()));
+}
+
+TEST_CASE("regression: sdpa with d_v = 0 ignores V's strides, however large") {
+  const float q[2] = {1.0f, 2.0f}, k[6] = {1, 0, 0, 1, 1, 1};
+  float lse[2] = {Sentinel(), Sentinel()};
+  simdattn_sdpa_options o;
+  simdattn_sdpa_options_init(&o);
+  o.v_strides = {INT64_MAX / 2, INT64_MAX / 4, INT64_MAX / 8};
+  o.lse = lse;
+  // One query of d_k 2 against 3 keys: lse = log(e^1 + e^2 + e^3) with scale 1.
+  o.scale = 1.0f;
+  CheckOk(simdattn_sdpa(q, k, nullptr, nullptr, 1, 1, 1, 3, 2, 0, &o));
+  CHECK(lse[0] == doctest::Approx(std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0))));
+  CHECK(Bits(lse[1]) == Bits(Sentinel()));
+}
+
+TEST_CASE("regression: strides of size-1 dimensions may be huge (no address is formed)") {
+  // One query, one key: out = v. Every K/Q/V/out stride is huge, every dimension has size 1.
+  const float q[3] = {1, 2, 3}, k[3] = {3, 2, 1}, v[2] = {5, -7};
+  float out[3] = {Sentinel(), Sentinel(), Sentinel()};
+  simdattn_sdpa_options o;
+  simdattn_sdpa_options_init(&o);
+  const simdattn_strides huge = {INT64_MAX / 4, INT64_MAX / 4, INT64_MAX / 4};
+  o.q_strides = o.k_strides = o.v_strides = o.out_strides = huge;
+  CheckOk(simdattn_sdpa(q, k, v, out, 1, 1, 1, 1, 3, 2, &o));
+  CHECK(out[0] == 5.0f);
+  CHECK(out[1] == -7.0f);
+  CHECK(Bits(out[2]) == Bits(Sentinel()));
+  // A decode shape (few queries, the row path with its prefetch) with a huge batch stride.
+  std::vector<float> kk = RandomFloats(64 * 16, 5), vv = RandomFloats(64 * 16, 6);
+  std::vector<float> qq = RandomFloats(16, 7), want(16), got(16);
+  CheckOk(simdattn_sdpa(qq.data(), kk.data(), vv.data(), want.data(), 1, 1, 1, 64, 16, 16,
+                        nullptr));
+  o.q_strides = {INT64_MAX / 4, 16, 16};
+  o.k_strides = o.v_strides = {INT64_MAX / 4, 64 * 16, 16};
+  o.out_strides = {INT64_MAX / 4, 16, 16};
+  CheckOk(simdattn_sdpa(qq.data(), kk.data(), vv.data(), got.data(), 1, 1, 1, 64, 16, 16, &o));
+  CheckBitwiseEqual(got.data(), want.data(), 16, "huge batch stride vs contiguous");
+}
+
+TEST_CASE("regression: sgemm_batched with k = 0 ignores NULL A and B and their strides") {
+  float c[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  CheckOk(simdattn_sgemm_batched(0, 0, 2, 2, 2, 0, 1.0f, nullptr, 1, 5, nullptr, 2, 7, 2.0f, c, 2,
+                                 4));
+  for (int i = 0; i < 8; ++i) CHECK(c[i] == 2.0f * static_cast<float>(i + 1));
+}
+
+TEST_CASE("regression: sgemm leading dimensions of one-row matrices may be huge") {
+  // A 1 x 2, B 2 x 3 as op(B): with trans_b = 1, B is stored 3 x 2; with trans_b = 0 and k = 1
+  // B is one row. C = A op(B).
+  const float a[2] = {1, 2}, b[6] = {1, 2, 3, 4, 5, 6};
+  float c[3] = {Sentinel(), Sentinel(), Sentinel()};
+  // k = 1: B (1 x 3) has one row, A (1 x 1) one row, C one row.
+  CheckOk(simdattn_sgemm(0, 0, 1, 3, 1, 1.0f, a, INT64_MAX, b, INT64_MAX, 0.0f, c, INT64_MAX));
+  CHECK(c[0] == 1.0f);
+  CHECK(c[2] == 3.0f);
+  // A (1 x 2) is one row: lda is irrelevant; B (3 x 2, trans_b) has 3 rows of ldb 2.
+  CheckOk(simdattn_sgemm(0, 1, 1, 3, 2, 1.0f, a, INT64_MAX, b, 2, 0.0f, c, INT64_MAX));
+  CHECK(c[0] == 5.0f);   // 1*1 + 2*2
+  CHECK(c[2] == 17.0f);  // 1*5 + 2*6
+  // Two rows with a leading dimension whose rows fit but one row past does not: BAD_SHAPE.
+  CheckError(simdattn_sgemm(0, 0, 2, 1, 1, 1.0f, a, 1, b, 1, 0.0f, c, INT64_MAX / 6),
+             SIMDATTN_ERR_BAD_SHAPE, "C");
+}
+
+TEST_CASE("regression: sdpa lse's extent is overflow-checked; nothing past it is written") {
+  const float q = 1.0f;
+  float lse[2] = {Sentinel(), Sentinel()};
+  simdattn_sdpa_options o;
+  simdattn_sdpa_options_init(&o);
+  o.q_strides = {0, 0, 1};
+  o.lse = lse;
+  // 2^62 query rows share q's one element; their 2^62 lse floats are 2^64 bytes.
+  CheckError(simdattn_sdpa(&q, nullptr, nullptr, nullptr, 1, int64_t{1} << 62, 1, 0, 1, 0, &o),
+             SIMDATTN_ERR_BAD_SHAPE, "lse");
+  // 2^61 + 1 rows: the lse byte count wraps in 64 bits; that is a shape error, not an overlap.
+  CheckError(simdattn_sdpa(&q, nullptr, nullptr, nullptr, (int64_t{1} << 61) + 1, 1, 1, 0, 1, 0,
+                           &o),
+             SIMDATTN_ERR_BAD_SHAPE, "lse");
+  CHECK(Bits(lse[0]) == Bits(Sentinel()));
+  CHECK(Bits(lse[1]) == Bits(Sentinel()));
+}
+
+TEST_CASE("regression: sdpa out strides are checked exactly for overlapping rows") {
+  // batch 2, q_len 3, d_v 1, out strides {3, 0, 2}: rows at 0, 2, 4 and 3, 5, 7 (no overlap).
+  const float q[6] = {1, 1, 1, 1, 1, 1}, k[2] = {1, 1}, v[2] = {4, 8};
+  std::vector<float> out(9, Sentinel());
+  simdattn_sdpa_options o;
+  simdattn_sdpa_options_init(&o);
+  o.out_strides = {3, 0, 2};
+  CheckOk(simdattn_sdpa(q, k, v, out.data(), 2, 1, 3, 1, 1, 1, &o));
+  for (int i = 0; i < 9; ++i) {
+    INFO("out[", i, "]");
+    const bool row = i == 0 || i == 2 || i == 4 || i == 3 || i == 5 || i == 7;
+    if (row) CHECK(out[i] == (i % 2 == 0 && i != 3 ? 4.0f : 8.0f));
+    if (!row) CHECK(Bits(out[i]) == Bits(Sentinel()));
+  }
+  // {2, 0, 1}: rows 0, 1, 2 and 2, 3, 4 share element 2.
+  o.out_strides = {2, 0, 1};
+  std::vector<float> before = out;
+  CheckError(simdattn_sdpa(q, k, v, out.data(), 2, 1, 3, 1, 1, 1, &o), SIMDATTN_ERR_BAD_ARGUMENT,
+             "out");
+  CheckBitwiseEqual(out.data(), before.data(), out.size(), "out after the overlap error");
+  // d_v 2 with interleaved strides {5, 0, 2}: rows 0-1, 2-3, 4-5 and 5-6 overlap at 5.
+  o.out_strides = {5, 0, 2};
+  CheckError(simdattn_sdpa(q, k, v, out.data(), 2, 1, 3, 1, 1, 2, &o), SIMDATTN_ERR_BAD_ARGUMENT,
+             "out");
+}
+
+TEST_CASE("regression: empty calls are not rejected for overflowing products that are 0") {
+  CheckOk(simdattn_sdpa(nullptr, nullptr, nullptr, nullptr, 2, INT64_MAX, 0, 0, 1, 1, nullptr));
+  CheckOk(simdattn_sdpa(nullptr, nullptr, nullptr, nullptr, INT64_MAX, INT64_MAX, 0, 0, 4, 4,
+                        nullptr));
+  const simdattn_mha_weights w = {nullptr, nullptr, nullptr, nullptr};
+  CheckOk(simdattn_mhsa(nullptr, nullptr, int64_t{1} << 62, 0, 8, 2, &w, nullptr));
+  CheckOk(simdattn_mhsa(nullptr, nullptr, 0, int64_t{1} << 62, 8, 2, &w, nullptr));
+}
+
+TEST_CASE("regression: mhsa shape errors name embed_dim and num_heads; embed_dim 0 fails") {
+  const float x[4] = {1, 2, 3, 4};
+  float y[4] = {Sentinel(), Sentinel(), Sentinel(), Sentinel()};
+  const float w_in[12] = {}, w_out[4] = {};
+  const simdattn_mha_weights w = {w_in, nullptr, w_out, nullptr};
+  for (const int64_t heads : {0, -3}) {
+    CheckError(simdattn_mhsa(x, y, 2, 1, 2, heads, &w, nullptr), SIMDATTN_ERR_BAD_SHAPE,
+               "num_heads");
+    CheckError(simdattn_mhsa(x, y, 2, 1, 2, heads, &w, nullptr), SIMDATTN_ERR_BAD_SHAPE,
+               "embed_dim");
+  }
+  CheckError(simdattn_mhsa(x, y, 2, 1, 0, 1, &w, nullptr), SIMDATTN_ERR_BAD_SHAPE, "embed_dim");
+  for (const float f : y) CHECK(Bits(f) == Bits(Sentinel()));
+}
+
+// A GEMM big enough to run on several threads, checked against its first result.
+struct ForkWork {
+  static constexpr int64_t kM = 96, kN = 160, kK = 128;
+  std::vector<float> a = RandomFloats(kM * kK, 31), b = RandomFloats(kK * kN, 32);
+  std::vector<float> want = Compute();
+  std::vector<float> Compute() const {
+    std::vector<float> c(kM * kN);
+    if (simdattn_sgemm(0, 0, kM, kN, kK, 1.0f, a.data(), kK, b.data(), kN, 0.0f, c.data(), kN) !=
+        SIMDATTN_OK) {
+      c.clear();
+    }
+    return c;
+  }
+  bool Matches() const {
+    const std::vector<float> c = Compute();
+    return c.size() == want.size() && std::memcmp(c.data(), want.data(), c.size() * 4) == 0;
+  }
+  // The same into c (kM * kN floats), allocating nothing: what a forked child may do safely
+  // even where the allocator is not fork-safe (a sanitizer runtime's, google/sanitizers#774).
+  bool MatchesInto(float* c) const {
+    return simdattn_sgemm(0, 0, kM, kN, kK, 1.0f, a.data(), kK, b.data(), kN, 0.0f, c, kN) ==
+               SIMDATTN_OK &&
+           std::memcmp(c, want.data(), want.size() * 4) == 0;
+  }
+};
+
+#if defined(SIMDATTN_TEST_SANITIZED)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+TEST_CASE("fork: a child calls the library while a parent thread was inside a call") {
+  constexpr int kChildren = 12;
+  constexpr unsigned kChildSeconds = 20;  // a hung child is killed by SIGALRM and fails
+  ForEachThreadCount({2, 4}, [&](int32_t) {
+    const ForkWork work;
+    REQUIRE(!work.want.empty());
+    std::vector<float> child_c(work.want.size());
+    REQUIRE(work.MatchesInto(child_c.data()));  // this thread's scratch is now reserved
+    std::atomic<bool> stop{false};
+    std::atomic<int64_t> calls{0};
+    std::thread busy([&] {
+      while (!stop.load()) {
+        work.Compute();
+        ++calls;
+      }
+    });
+    int ok_children = 0;
+    for (int i = 0; i < kChildren; ++i) {
+      while (calls.load() < i) std::this_thread::yield();  // fork at varied points of a call
+      const pid_t pid = fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        alarm(kChildSeconds);
+        bool ok = work.MatchesInto(child_c.data()) && work.MatchesInto(child_c.data());
+        if (!kSanitized) {  // these allocate
+          ok = ok && simdattn_set_num_threads(3) == SIMDATTN_OK && work.Matches();
+        }
+        _exit(ok ? 0 : 1);
+      }
+      int status = 0;
+      REQUIRE(waitpid(pid, &status, 0) == pid);
+      INFO("child ", i, ": status ", status);
+      CHECK(WIFEXITED(status));
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++ok_children;
+    }
+    stop = true;
+    busy.join();
+    CHECK(ok_children == kChildren);
+  });
+}
+
+// Run only by the api_quiet meson test, in a fresh process: oneTBB prints its "number of workers
+// is currently limited" warning once per process, the first time an arena asks for more
+// workers than it allows.
+TEST_CASE("nothing is printed on stdout or stderr, whatever the thread count" * doctest::skip()) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  FILE* capture = std::tmpfile();
+  REQUIRE(capture != nullptr);
+  const int saved_out = dup(1), saved_err = dup(2);
+  REQUIRE(dup2(fileno(capture), 1) == 1);
+  REQUIRE(dup2(fileno(capture), 2) == 2);
+  bool all_ok = true;
+  for (const int32_t n : {AffinityCpuCount() + 1, 16, 3, int32_t{SIMDATTN_MAX_THREADS}, 0}) {
+    all_ok = all_ok && simdattn_set_num_threads(n) == SIMDATTN_OK;
+    const ForkWork work;  // a GEMM split across threads
+    all_ok = all_ok && !work.want.empty() && work.Matches();
+    const std::vector<float> x = RandomFloats(64 * 4096, 3);
+    std::vector<float> y(x.size());
+    all_ok = all_ok && simdattn_softmax(64, 4096, x.data(), 4096, y.data(), 4096) == SIMDATTN_OK;
+    all_ok = all_ok && simdattn_sdpa(x.data(), x.data() + 8192, x.data() + 16384, y.data(), 2, 4,
+                                     64, 64, 16, 16, nullptr) == SIMDATTN_OK;
+    all_ok = all_ok && simdattn_sgemm(0, 0, -1, 1, 1, 1, nullptr, 1, nullptr, 1, 0, nullptr, 1) ==
+                           SIMDATTN_ERR_BAD_SHAPE;
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  dup2(saved_out, 1);
+  dup2(saved_err, 2);
+  close(saved_out);
+  close(saved_err);
+  CHECK(all_ok);
+  std::rewind(capture);
+  std::string printed;
+  for (int ch = std::fgetc(capture); ch != EOF; ch = std::fgetc(capture)) printed += static_cast<char>(ch);
+  std::fclose(capture);
+  CHECK_MESSAGE(printed.empty(), "the library printed: ", printed);
 }
 
 // ------------------------------------------------------------------ empty problems

@@ -38,6 +38,8 @@ HWY_INLINE VF SafeMax(DF d, VF m) { return hn::IfThenZeroElse(hn::Eq(m, hn::Set(
 // s: bk rows (keys) x ncols columns (queries), ld apart, ncols a multiple of Lanes; turned into
 // exp(s - m_new) in place. m, l: running max and sum per column (ncols each), updated.
 // o: dv rows x ncols (ldo apart), rescaled by exp(m_old - m_new) per column when m moved.
+// A NaN or +inf score makes its column's l NaN for good (Exp and Max would otherwise drop it,
+// giving a finite or "fully masked" result): the query's out, lse and weights become NaN.
 HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols,
                                   float* HWY_RESTRICT m, float* HWY_RESTRICT l,
                                   float* HWY_RESTRICT o, size_t ldo, size_t dv) {
@@ -46,7 +48,13 @@ HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, s
   const VF one = hn::Set(d, 1.0f);
   for (size_t c = 0; c < ncols; c += N) {
     VF block_max = hn::Set(d, kNegInf);
-    for (size_t r = 0; r < bk; ++r) block_max = hn::Max(block_max, hn::LoadU(d, s + r * ld + c));
+    auto nan = hn::FirstN(d, 0);  // all false
+    for (size_t r = 0; r < bk; ++r) {
+      const VF v = hn::LoadU(d, s + r * ld + c);
+      block_max = hn::Max(block_max, v);
+      nan = hn::Or(nan, hn::IsNaN(v));
+    }
+    const auto poisoned = hn::Or(nan, hn::Eq(block_max, hn::Set(d, -kNegInf)));
     const VF m_old = hn::LoadU(d, m + c);
     const VF m_new = hn::Max(m_old, block_max);
     const VF m_safe = SafeMax(d, m_new);
@@ -67,7 +75,9 @@ HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, s
       hn::StoreU(p0, d, s + r * ld + c);
       sum0 = hn::Add(sum0, p0);
     }
-    hn::StoreU(hn::MulAdd(hn::LoadU(d, l + c), corr, hn::Add(sum0, sum1)), d, l + c);
+    const VF l_new = hn::MulAdd(hn::LoadU(d, l + c), corr, hn::Add(sum0, sum1));
+    hn::StoreU(hn::IfThenElse(poisoned, hn::Set(d, std::numeric_limits<float>::quiet_NaN()), l_new),
+               d, l + c);
     hn::StoreU(m_new, d, m + c);
     if (hn::AllTrue(d, hn::Eq(corr, one))) continue;
     for (size_t i = 0; i < dv; ++i) {
@@ -77,14 +87,15 @@ HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, s
   }
 }
 
-// s (bk x ncols, ld) = exp(s - m) / l per column: the final probabilities; 0 where l == 0.
+// s (bk x ncols, ld) = exp(s - m) / l per column: the final probabilities; 0 where l == 0,
+// NaN where l is NaN (a NaN or +inf score).
 HWY_INLINE void NormalizeBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols,
                                const float* HWY_RESTRICT m, const float* HWY_RESTRICT l) {
   const DF d;
   const size_t N = hn::Lanes(d);
   for (size_t c = 0; c < ncols; c += N) {
     const VF lv = hn::LoadU(d, l + c);
-    const VF inv = hn::IfThenElseZero(hn::Gt(lv, hn::Zero(d)), hn::Div(hn::Set(d, 1.0f), lv));
+    const VF inv = hn::IfThenZeroElse(hn::Eq(lv, hn::Zero(d)), hn::Div(hn::Set(d, 1.0f), lv));
     const VF m_safe = SafeMax(d, hn::LoadU(d, m + c));
     for (size_t r = 0; r < bk; ++r) {
       float* p = s + r * ld + c;

@@ -48,6 +48,37 @@ void GemmGeometryImpl(int64_t* mr, int64_t* nr) {
   *nr = static_cast<int64_t>(NR());
 }
 
+// Row stride of non-transposed A rows copied by PackARows for a kc-deep slice: a multiple of 16
+// floats plus 16, so the kMR streamed rows fall in different L1 sets.
+size_t CopyLd(int64_t kc) { return static_cast<size_t>((kc + 15) / 16 * 16 + 16); }
+
+// op(B) of a tile nt columns wide is read in place (small, whole NR panels, rows contiguous).
+bool BInPlace(const GemmArgs& g, size_t nt) {
+  return !g.trans_b && nt % NR() == 0 && g.k * static_cast<int64_t>(nt) <= kInPlaceBFloats;
+}
+
+// Scratch of a tile nt columns wide: packed op(B) (slot 0) and packed or copied A (slot 1).
+TaskScratch GemmTileScratch(const GemmArgs& g, const GemmBlocking& blk, size_t nt) {
+  TaskScratch s;
+  if (g.k == 0) return s;
+  const size_t nr = NR(), kc = static_cast<size_t>(blk.kc), mc = static_cast<size_t>(blk.mc);
+  if (!BInPlace(g, nt)) s.floats[0] = kc * ((nt + nr - 1) / nr) * nr;
+  // Non-transposed A is read in place unless the tile is wide enough to amortise a row copy
+  // that avoids L1 set conflicts between the kMR streamed rows.
+  if (g.trans_a) {
+    s.floats[1] = kc * ((mc + kMR - 1) / kMR) * kMR;
+  } else if (nt >= kCopyRowsMinCols) {
+    s.floats[1] = mc * CopyLd(blk.kc);
+  }
+  return s;
+}
+
+// Scratch of the widest tile.
+void GemmScratchImpl(const GemmArgs& g, const GemmBlocking& blk, int64_t tile_n,
+                     TaskScratch* s) {
+  *s = GemmTileScratch(g, blk, static_cast<size_t>(tile_n));
+}
+
 void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t) {
   const float* a = g.a + t.batch_index * g.stride_a;
   const float* b = g.b + t.batch_index * g.stride_b;
@@ -69,16 +100,12 @@ void GemmTileImpl(const GemmArgs& g, const GemmBlocking& blk, const GemmTile& t)
   const size_t lda = static_cast<size_t>(g.lda), ldb = static_cast<size_t>(g.ldb);
   const int64_t kc_blk = blk.kc;
   const size_t mc_blk = static_cast<size_t>(blk.mc);
-  const bool b_in_place = !g.trans_b && nt % nr == 0 &&
-                          g.k * static_cast<int64_t>(nt) <= kInPlaceBFloats;
-  float* bpack = b_in_place ? nullptr : ThreadScratch(0, kc_blk * ((nt + nr - 1) / nr) * nr);
-  // Non-transposed A is read in place unless the tile is wide enough to amortise a row copy
-  // that avoids L1 set conflicts between the kMR streamed rows.
+  const TaskScratch need = GemmTileScratch(g, blk, nt);
+  const bool b_in_place = BInPlace(g, nt);
+  float* bpack = b_in_place ? nullptr : ThreadScratch(0, need.floats[0]);
   const bool copy_rows = !g.trans_a && nt >= kCopyRowsMinCols;
-  const size_t ldp = (kc_blk + 15) / 16 * 16 + 16;
-  float* apack = g.trans_a ? ThreadScratch(1, kc_blk * ((mc_blk + kMR - 1) / kMR) * kMR)
-                 : copy_rows ? ThreadScratch(1, mc_blk * ldp)
-                             : nullptr;
+  const size_t ldp = CopyLd(kc_blk);
+  float* apack = need.floats[1] != 0 ? ThreadScratch(1, need.floats[1]) : nullptr;
   // op(B)(p, j) strides, and the first column of this tile.
   const size_t b_rs = g.trans_b ? 1 : ldb, b_cs = g.trans_b ? ldb : 1;
   const float* b_tile = b + t.j0 * static_cast<int64_t>(b_cs);
@@ -119,10 +146,19 @@ namespace simdattn {
 HWY_EXPORT(TargetNameImpl);
 HWY_EXPORT(GemmGeometryImpl);
 HWY_EXPORT(GemmTileImpl);
+HWY_EXPORT(GemmScratchImpl);
 
 const char* SimdTarget() { return HWY_DYNAMIC_DISPATCH(TargetNameImpl)(); }
 
-void Sgemm(const GemmArgs& g) {
+namespace {
+
+// The tiling of one Sgemm call: batch x m_tiles x n_tiles tiles of at most tile_m x tile_n.
+struct GemmPlan {
+  int64_t m_tiles, n_tiles, tile_m, tile_n;
+  GemmBlocking blk;
+};
+
+GemmPlan PlanGemm(const GemmArgs& g) {
   int64_t mr = 0, nr = 0;
   HWY_DYNAMIC_DISPATCH(GemmGeometryImpl)(&mr, &nr);
   const GemmBlocking blk = ProcessGemmBlocking(mr, nr);
@@ -141,6 +177,24 @@ void Sgemm(const GemmArgs& g) {
   const int64_t tile_m = CeilDiv(units_m, m_tiles) * mr;
   n_tiles = CeilDiv(g.n, tile_n);
   m_tiles = CeilDiv(g.m, tile_m);
+  return GemmPlan{m_tiles, n_tiles, tile_m, tile_n, blk};
+}
+
+}  // namespace
+
+TaskScratch SgemmScratch(const GemmArgs& g) {
+  TaskScratch s;
+  const GemmPlan plan = PlanGemm(g);
+  HWY_DYNAMIC_DISPATCH(GemmScratchImpl)(g, plan.blk, plan.tile_n, &s);
+  return s;
+}
+
+void Sgemm(const GemmArgs& g) {
+  const GemmPlan plan = PlanGemm(g);
+  const int64_t m_tiles = plan.m_tiles, n_tiles = plan.n_tiles;
+  const int64_t tile_m = plan.tile_m, tile_n = plan.tile_n;
+  const GemmBlocking& blk = plan.blk;
+  ReserveTaskScratch(SgemmScratch(g));  // before the first write to C
   const int64_t per = m_tiles * n_tiles;
   ParallelFor(g.batch * per, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {

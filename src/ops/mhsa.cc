@@ -25,8 +25,8 @@ constexpr int64_t kChunkFloats = 32768;
 
 // c[rows, n] = a[rows, k] w^T + bias, w is [n, k] (torch Linear layout); bias may be null (the
 // GEMM adds it as it stores the first k slice: no extra pass over c). c must not overlap a or w.
-void Linear(int64_t rows, int64_t n, int64_t k, const float* a, const float* w, const float* bias,
-            float* c) {
+GemmArgs LinearArgs(int64_t rows, int64_t n, int64_t k, const float* a, const float* w,
+                    const float* bias, float* c) {
   GemmArgs g;
   g.trans_b = true;
   g.m = rows, g.n = n, g.k = k;
@@ -35,7 +35,7 @@ void Linear(int64_t rows, int64_t n, int64_t k, const float* a, const float* w, 
   g.a = a, g.lda = k;
   g.b = w, g.ldb = k;
   g.c = c, g.ldc = n;
-  Sgemm(g);
+  return g;
 }
 
 // Attention over all batch entries, q/k/v read in place from qkv[rows, 3E] and the result written
@@ -78,18 +78,18 @@ void MeanOverHeads(int64_t heads, int64_t n, const float* w, float* mean) {
 
 // Attention one batch entry at a time so the per-head weights need only heads * seq^2 scratch;
 // each entry's head mean goes to m.attn_weights[b].
-void AttentionWithWeights(const MhsaArgs& m, const SdpaArgs& all) {
+// heads_w: heads * seq^2 floats of scratch.
+void AttentionWithWeights(const MhsaArgs& m, const SdpaArgs& all, float* heads_w) {
   const int64_t per_entry = m.seq * m.seq;
-  std::unique_ptr<float[]> heads_w(new float[static_cast<size_t>(m.heads * per_entry)]);
   for (int64_t b = 0; b < m.batch; ++b) {
     SdpaArgs s = all;
     s.batch = 1;
     s.q += b * s.q_s.batch, s.k += b * s.k_s.batch, s.v += b * s.v_s.batch;
     s.out += b * s.out_s.batch;
     if (s.key_padding != nullptr) s.key_padding += b * s.key_padding_batch_stride;
-    s.weights = heads_w.get();
+    s.weights = heads_w;
     Sdpa(s);
-    MeanOverHeads(m.heads, per_entry, heads_w.get(), m.attn_weights + b * per_entry);
+    MeanOverHeads(m.heads, per_entry, heads_w, m.attn_weights + b * per_entry);
   }
 }
 
@@ -97,16 +97,24 @@ void AttentionWithWeights(const MhsaArgs& m, const SdpaArgs& all) {
 
 void Mhsa(const MhsaArgs& m) {
   const int64_t rows = m.seq * m.batch, e = m.embed;
+  // All memory first (the call scratch, every step's task scratch, the per-head weights), so a
+  // failure leaves y and attn_weights as they were.
   float* qkv = ThreadScratch(kMhsaCallSlot, static_cast<size_t>(4 * rows * e));
   float* attn = qkv + 3 * rows * e;
-  Linear(rows, 3 * e, e, m.x, m.in_proj_weight, m.in_proj_bias, qkv);
   const SdpaArgs s = AttentionArgs(m, qkv, attn);
+  const GemmArgs in_proj = LinearArgs(rows, 3 * e, e, m.x, m.in_proj_weight, m.in_proj_bias, qkv);
+  const GemmArgs out_proj = LinearArgs(rows, e, e, attn, m.out_proj_weight, m.out_proj_bias, m.y);
+  ReserveTaskScratch(
+      MaxScratch(MaxScratch(SgemmScratch(in_proj), SgemmScratch(out_proj)), SdpaScratch(s)));
+  std::unique_ptr<float[]> heads_w;
+  if (m.attn_weights != nullptr) heads_w.reset(new float[static_cast<size_t>(m.heads * m.seq * m.seq)]);
+  Sgemm(in_proj);
   if (m.attn_weights != nullptr) {
-    AttentionWithWeights(m, s);
+    AttentionWithWeights(m, s, heads_w.get());
   } else {
     Sdpa(s);
   }
-  Linear(rows, e, e, attn, m.out_proj_weight, m.out_proj_bias, m.y);
+  Sgemm(out_proj);
 }
 
 }  // namespace simdattn

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "src/threading.h"
+
 namespace simdattn {
 
 // ceil(x / y) for x >= 0, y > 0: block counts in the ops' planning code.
@@ -30,8 +32,11 @@ struct GemmArgs {
   int64_t batch = 1;
   const float* bias = nullptr;  // [n] added to every row of C (torch Linear), or null
 };
-// Requires m, n, batch >= 1 (k may be 0). Deterministic for any thread count.
+// Requires m, n, batch >= 1 (k may be 0). Deterministic for any thread count. Acquires all its
+// memory before writing C (std::bad_alloc leaves C as it was).
 void Sgemm(const GemmArgs& args);
+// The task scratch Sgemm(args) reserves (for a caller that reserves several ops' at once).
+TaskScratch SgemmScratch(const GemmArgs& args);
 
 // Row-wise stable softmax; rows, cols >= 1; y == x allowed when ld_y == ld_x.
 void Softmax(int64_t rows, int64_t cols, const float* x, int64_t ld_x, float* y, int64_t ld_y);
@@ -61,7 +66,10 @@ struct SdpaArgs {
   int64_t block_keys = 0;    // keys per block of the sweep; Sdpa sets it from the CPU's L1
   int64_t prefetch_rows = 0;  // decode's software prefetch distance in rows (0: none); likewise
 };
+// Acquires all its memory before writing any output (std::bad_alloc leaves them as they were).
 void Sdpa(const SdpaArgs& args);
+// The task scratch Sdpa(args) reserves.
+TaskScratch SdpaScratch(const SdpaArgs& args);
 
 // Multi-head self-attention as torch.nn.MultiheadAttention(x, x, x) in eval mode:
 // y = out_proj(attention(in_proj(x))), E = embed, head dim E / heads, scale 1/sqrt(E / heads).

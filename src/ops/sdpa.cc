@@ -44,6 +44,17 @@ struct SdpaTask {
 };
 // Partial results of one split task: m, l (kBlockCols each), then O^T (d_v x kBlockCols).
 inline int64_t PartialFloats(int64_t d_v) { return (2 + d_v) * kBlockCols; }
+// Scratch of one task (a.block_keys set) on a target of `lanes` floats per vector: Q^T or query
+// rows, or the few-keys path's K^T and its transpose buffer (slot 0), S^T and the copies of
+// strided K/V blocks (1), O^T (2), m and l (3).
+inline TaskScratch SdpaTaskScratch(const SdpaArgs& a, int64_t lanes) {
+  TaskScratch s;
+  s.floats[0] = static_cast<size_t>(a.d_k * std::max<int64_t>(kBlockCols, 2 * lanes));
+  s.floats[1] = static_cast<size_t>(a.block_keys * (kBlockCols + a.d_k + a.d_v));
+  s.floats[2] = static_cast<size_t>(std::max<int64_t>(a.d_v, 1) * kBlockCols);
+  s.floats[3] = static_cast<size_t>(2 * kBlockCols);
+  return s;
+}
 }  // namespace simdattn
 #endif
 
@@ -205,16 +216,17 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   }
 }
 
-// out = O^T / l per column (0 where no key was visible), lse = m + log(l) (-inf there).
+// out = O^T / l per column (0 where no key was visible), lse = m + log(l) (-inf there); NaN
+// where l is NaN (a NaN or +inf score).
 void Finalize(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* m,
               const float* l, const float* o) {
   for (int64_t j = 0; j < c.n; ++j) {
-    const float inv = l[j] > 0.0f ? 1.0f / l[j] : 0.0f;
+    const float inv = l[j] == 0.0f ? 0.0f : 1.0f / l[j];
     float* out = a.out + t.b * a.out_s.batch + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
     for (int64_t i = 0; i < a.d_v; ++i) out[i] = o[i * kBlockCols + j] * inv;
     if (a.lse != nullptr) {
       a.lse[(t.b * a.heads + c.head[j]) * a.q_len + c.qi[j]] =
-          l[j] > 0.0f ? m[j] + std::log(l[j]) : kNegInf;
+          l[j] == 0.0f ? kNegInf : m[j] + std::log(l[j]);
     }
   }
 }
@@ -247,13 +259,14 @@ struct Scratch {
 };
 
 Scratch GetScratch(const SdpaArgs& a) {
+  const TaskScratch need = SdpaTaskScratch(a, static_cast<int64_t>(hn::Lanes(DF())));
   Scratch sc;
-  sc.qt = ThreadScratch(0, a.d_k * kBlockCols);
-  sc.s = ThreadScratch(1, a.block_keys * (kBlockCols + a.d_k + a.d_v));
+  sc.qt = ThreadScratch(0, need.floats[0]);
+  sc.s = ThreadScratch(1, need.floats[1]);
   sc.kbuf = sc.s + a.block_keys * kBlockCols;
   sc.vbuf = sc.kbuf + a.block_keys * a.d_k;
-  sc.o = ThreadScratch(2, std::max<int64_t>(a.d_v, 1) * kBlockCols);
-  sc.m = ThreadScratch(3, 2 * kBlockCols);
+  sc.o = ThreadScratch(2, need.floats[2]);
+  sc.m = ThreadScratch(3, need.floats[3]);
   sc.l = sc.m + kBlockCols;
   return sc;
 }
@@ -285,13 +298,16 @@ void FewKeysQuery(const SdpaArgs& a, int64_t b, int64_t h, int64_t i, int64_t hi
     const auto cut = hn::Gt(hn::Iota(d, 0.0f), hn::Set(d, static_cast<float>(i + offset)));
     s = hn::IfThenElse(cut, hn::Set(d, kNegInf), s);
   }
+  // sum 0: no visible key (out 0, lse -inf). A NaN or +inf score makes the sum NaN, and with it
+  // out, lse and weights (as the blocked path does).
   const LaneSoftmax r = SoftmaxLanes(s, p);
-  const float inv = r.sum > 0.0f ? 1.0f / r.sum : 0.0f;
+  const bool none = r.sum == 0.0f;
+  const float inv = none ? 0.0f : 1.0f / r.sum;
   float* out = a.out + b * a.out_s.batch + h * a.out_s.head + i * a.out_s.seq;
-  WeightedRows(p, r.sum > 0.0f ? static_cast<size_t>(hi) : 0, v, static_cast<size_t>(a.v_s.seq),
+  WeightedRows(p, none ? 0 : static_cast<size_t>(hi), v, static_cast<size_t>(a.v_s.seq),
                static_cast<size_t>(a.d_v), inv, out);
   if (a.lse != nullptr) {
-    a.lse[(b * a.heads + h) * a.q_len + i] = r.sum > 0.0f ? r.max + std::log(r.sum) : kNegInf;
+    a.lse[(b * a.heads + h) * a.q_len + i] = none ? kNegInf : r.max + std::log(r.sum);
   }
   if (a.weights != nullptr) {
     float* w = a.weights + ((b * a.heads + h) * a.q_len + i) * a.kv_len;
@@ -358,18 +374,21 @@ void AttendTaskImpl(const SdpaArgs& a, const SdpaTask& t, float* partial) {
 }
 
 // Merges `splits` partials (consecutive key ranges, in order) of one column block and writes it.
-void MergeTaskImpl(const SdpaArgs& a, const SdpaTask& t, int64_t splits, const float* partials) {
+// ptrs: 3 * splits pointers of scratch (allocated by the caller: a task never allocates).
+void MergeTaskImpl(const SdpaArgs& a, const SdpaTask& t, int64_t splits, const float* partials,
+                   const float** ptrs) {
   const Columns c = MakeColumns(a, t);
   Scratch sc = GetScratch(a);
-  std::vector<const float*> pm(splits), pl(splits), po(splits);
+  const float** pm = ptrs;
+  const float** pl = ptrs + splits;
+  const float** po = ptrs + 2 * splits;
   const int64_t stride = PartialFloats(a.d_v);
   for (int64_t i = 0; i < splits; ++i) {
     pm[i] = partials + i * stride;
     pl[i] = pm[i] + kBlockCols;
     po[i] = pm[i] + 2 * kBlockCols;
   }
-  MergePartials(splits, pm.data(), pl.data(), po.data(), PaddedCols(c), a.d_v, kBlockCols, sc.m,
-                sc.l, sc.o);
+  MergePartials(splits, pm, pl, po, PaddedCols(c), a.d_v, kBlockCols, sc.m, sc.l, sc.o);
   Finalize(a, t, c, sc.m, sc.l, sc.o);
 }
 
@@ -385,13 +404,29 @@ HWY_EXPORT(MergeTaskImpl);
 HWY_EXPORT(LanesImpl);
 HWY_EXPORT(FewKeysTaskImpl);
 
-void Sdpa(const SdpaArgs& args) {
+namespace {
+
+// args with the fields derived from the CPU set (fixed per process: deterministic results).
+SdpaArgs WithCpuTuning(const SdpaArgs& args) {
   // Keys per block from the L1D (src/cpu.h): the P^T panel of the P V microkernel keeps half.
   static const int64_t block_keys =
       AttentionBlockKeys(GetCpuInfo(), 2 * static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)()));
   SdpaArgs a = args;
   a.block_keys = block_keys;
   a.prefetch_rows = AttentionPrefetchRows(GetCpuInfo());
+  return a;
+}
+
+}  // namespace
+
+TaskScratch SdpaScratch(const SdpaArgs& args) {
+  return SdpaTaskScratch(WithCpuTuning(args),
+                         static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)()));
+}
+
+void Sdpa(const SdpaArgs& args) {
+  const SdpaArgs a = WithCpuTuning(args);
+  ReserveTaskScratch(SdpaScratch(a));  // before the first output write
   const int64_t group = a.heads / a.kv_heads;
   if (a.kv_len <= static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)())) {
     // About kFewKeysChunkFmas vector FMAs per chunk: a few microseconds, so a oneTBB worker's
@@ -429,6 +464,7 @@ void Sdpa(const SdpaArgs& args) {
   }
   const int64_t stride = PartialFloats(a.d_v);
   float* partials = ThreadScratch(kSdpaCallSlot, static_cast<size_t>(blocks * splits * stride));
+  std::vector<const float*> merge_ptrs(static_cast<size_t>(3 * blocks * splits));
   ParallelFor(blocks * splits, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, task_of(i / splits, i % splits),
@@ -438,7 +474,8 @@ void Sdpa(const SdpaArgs& args) {
   ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(MergeTaskImpl)(a, task_of(i, 0), splits,
-                                          partials + i * splits * stride);
+                                          partials + i * splits * stride,
+                                          merge_ptrs.data() + 3 * i * splits);
     }
   });
 }
