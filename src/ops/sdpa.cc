@@ -116,12 +116,15 @@ void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* 
     return;
   }
   const int64_t padded = (c.n + static_cast<int64_t>(NR()) - 1) / NR() * NR();
-  const float* src[kBlockCols];
-  for (int64_t j = 0; j < c.n; ++j) src[j] = QueryRow(a, t, c, j);
-  for (int64_t p = 0; p < a.d_k; ++p) {  // row by row: contiguous writes
-    float* row = qt + p * kBlockCols;
-    for (int64_t j = 0; j < c.n; ++j) row[j] = src[j][p];
-    std::fill(row + c.n, row + padded, 0.0f);
+  for (int64_t p = 0; p < a.d_k; ++p) {
+    std::fill(qt + p * kBlockCols + c.n, qt + p * kBlockCols + padded, 0.0f);
+  }
+  // Each query row is read once, contiguously, and scattered into the L1-resident Q^T: rows a
+  // token apart (BSHD) share L1 sets, so reading them one float of every row at a time missed
+  // L1 on every load.
+  for (int64_t j = 0; j < c.n; ++j) {
+    const float* src = QueryRow(a, t, c, j);
+    for (int64_t p = 0; p < a.d_k; ++p) qt[p * kBlockCols + j] = src[p];
   }
 }
 
