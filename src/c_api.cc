@@ -290,7 +290,13 @@ using simdattn::Validator;
 extern "C" {
 
 const char* simdattn_status_name(simdattn_status s) {
-  switch (s) {
+  // C callers may pass any int (the header names the result for values outside the enum);
+  // reading such a value as the C++ enum is undefined (clang's -fsanitize=enum reports it), so
+  // its bytes are read as an int.
+  int value = 0;
+  static_assert(sizeof(value) == sizeof(s), "simdattn_status is int-sized");
+  std::memcpy(&value, &s, sizeof(value));
+  switch (value) {
     case SIMDATTN_OK: return "SIMDATTN_OK";
     case SIMDATTN_ERR_NULL_POINTER: return "SIMDATTN_ERR_NULL_POINTER";
     case SIMDATTN_ERR_BAD_SHAPE: return "SIMDATTN_ERR_BAD_SHAPE";

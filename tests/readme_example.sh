@@ -9,6 +9,10 @@ set -euo pipefail
 readme=$1 inc=$2 libdir=$3 cc=$4 sanitize=${5:-none}
 sanitize_flags=()
 [ "$sanitize" = none ] || sanitize_flags=("-fsanitize=$sanitize")
+# clang links its C++ sanitizer runtime (which the C++ library needs) only when asked to.
+if [ "$sanitize" != none ] && $cc --version | grep -q clang; then
+  sanitize_flags+=(-fsanitize-link-c++-runtime)
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 awk '/README-EXAMPLE/ { armed = 1; next } armed && /^```c$/ { on = 1; next }

@@ -1,7 +1,8 @@
 # Shared set-up for tools/run-tests and tools/run-bench (sourced, not run).
 # Debian packages the build, tests and benchmarks need.
+# clang and its runtimes (libFuzzer) build the fuzz targets (tools/run-fuzz).
 SIMDATTN_DEBS=(g++ pkg-config meson ninja-build libhwy-dev libtbb-dev libopenblas-dev doctest-dev
-  libbenchmark-dev libdnnl-dev python3-numpy python3-torch)
+  libbenchmark-dev libdnnl-dev python3-numpy python3-torch clang libclang-rt-14-dev)
 
 simdattn_install_deps() {
   local missing=()
@@ -30,4 +31,14 @@ simdattn_build() {
     meson setup "$dir" "$@"
   fi
   ninja -C "$dir"
+}
+
+# simdattn_fuzz_build: configures build-fuzz/ once (clang, ASan+UBSan, the libFuzzer targets),
+# then builds it.
+simdattn_fuzz_build() {
+  if [ ! -f build-fuzz/build.ninja ]; then
+    CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=enabled -Dbench=disabled -Dtests=disabled \
+      -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
+  fi
+  ninja -C build-fuzz
 }
