@@ -126,8 +126,6 @@ CpuInfo ReadCpuInfo() {
     info.cache_source = "cpuid";
   }
   info.splits_512 = Splits512();
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  info.intel = __get_cpuid(0, &eax, &ebx, &ecx, &edx) && ebx == 0x756e6547;  // "Genu"ineIntel
 #endif
   return info;
 }
@@ -198,8 +196,6 @@ int64_t AttentionBlockKeys(const CpuInfo& cpu, int64_t nr) {
   return std::clamp<int64_t>(RoundDown(cpu.l1d.size / 2 / (nr * 4), 32), 64, 256);
 }
 
-int64_t AttentionPrefetchRows(const CpuInfo& cpu) { return cpu.intel ? 8 : 0; }
-
 bool ParseGemmBlocking(const char* text, int64_t mr, int64_t nr, GemmBlocking* b) {
   if (text == nullptr) return false;
   long long kc = 0, mc = 0, nc = 0;
@@ -242,13 +238,12 @@ std::string DescribeBlocking(int64_t mr, int64_t nr) {
   GemmBlocking unused;
   char text[320];
   std::snprintf(text, sizeof(text),
-                "L1d %lld KiB %lld-way, L2 %lld KiB %lld-way, L3 %lld KiB /%lld (%s)%s%s; "
+                "L1d %lld KiB %lld-way, L2 %lld KiB %lld-way, L3 %lld KiB /%lld (%s)%s; "
                 "%lldx%lld tile: KC %lld MC %lld NC %lld%s",
                 static_cast<long long>(c.l1d.size >> 10), static_cast<long long>(c.l1d.ways),
                 static_cast<long long>(c.l2.size >> 10), static_cast<long long>(c.l2.ways),
                 static_cast<long long>(c.l3.size >> 10), static_cast<long long>(c.l3.sharing),
                 c.cache_source, c.splits_512 ? ", 512-bit ops split" : "",
-                c.intel ? ", Intel" : "",
                 static_cast<long long>(mr), static_cast<long long>(nr),
                 static_cast<long long>(b.kc), static_cast<long long>(b.mc),
                 static_cast<long long>(b.nc),

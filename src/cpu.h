@@ -22,8 +22,6 @@ struct CpuInfo {
   const char* cache_source = "default";
   // AVX-512 instructions execute as two 256-bit halves (AMD Zen 4: family 0x19 with AVX-512).
   bool splits_512 = false;
-  // CPUID vendor "GenuineIntel".
-  bool intel = false;
 };
 
 // The running CPU, read once (sysfs /sys/devices/system/cpu/cpu0/cache, else CPUID leaf 4 /
@@ -63,12 +61,6 @@ GemmBlocking DeriveGemmBlocking(const CpuInfo& cpu, int64_t mr, int64_t nr);
 // micro-panel of the GEMM: L1D / 2 / (NR * 4), rounded down to a multiple of 32 within
 // [64, 256]; 128 when L1D is unknown. Zen 4 (32 KiB): 128; 48 KiB L1D: 192.
 int64_t AttentionBlockKeys(const CpuInfo& cpu, int64_t nr);
-
-// Rows ahead that attention's decode path prefetches K and V rows by software, 0 for none:
-// 8 rows (4 KiB at d 128) on Intel, where it raised decode from 16.6 to 26 GB/s; none
-// elsewhere: on Zen 4 the same prefetches made decode (32 heads over 8, d 128, kv 32768)
-// 1.5x slower (18.4 -> 27.5 GFLOP/s without them), its hardware prefetchers keep up alone.
-int64_t AttentionPrefetchRows(const CpuInfo& cpu);
 
 // Parses "KC,MC,NC" (SIMDATTN_GEMM_BLOCKING) into b, each clamped to the ranges above and
 // rounded to the multiples above. False (b untouched) unless it is exactly three positive

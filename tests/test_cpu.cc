@@ -91,13 +91,6 @@ TEST_CASE("attention key blocks from the L1D") {
   CHECK(AttentionBlockKeys(CpuInfo(), 32) == 128);  // unknown L1D
 }
 
-TEST_CASE("decode prefetch distance by vendor") {
-  CpuInfo intel = Spr();
-  intel.intel = true;
-  CHECK(AttentionPrefetchRows(intel) == 8);
-  CHECK(AttentionPrefetchRows(Zen4()) == 0);
-}
-
 TEST_CASE("unknown caches give the defaults") {
   const GemmBlocking b = DeriveGemmBlocking(CpuInfo(), 8, 32);
   CHECK(b.kc == 256);

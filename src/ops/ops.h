@@ -64,7 +64,6 @@ struct SdpaArgs {
   float* lse = nullptr;      // [batch, heads, q_len] contiguous, or null
   float* weights = nullptr;  // [batch, heads, q_len, kv_len] contiguous, or null
   int64_t block_keys = 0;    // keys per block of the sweep; Sdpa sets it from the CPU's L1
-  int64_t prefetch_rows = 0;  // decode's software prefetch distance in rows (0: none); likewise
 };
 // Acquires all its memory before writing any output (std::bad_alloc leaves them as they were).
 void Sdpa(const SdpaArgs& args);

@@ -163,8 +163,7 @@ const float* KeyRows(const SdpaArgs& a, const SdpaTask& t, int64_t k0) {
 void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
                 int64_t k0, int64_t bk, const float* k, size_t k_seq, float* s) {
   if (ByRows(c)) {
-    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols,
-                 static_cast<size_t>(a.prefetch_rows));
+    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols, kPrefetchRows);
   } else {
     MacroKernel(bk, c.n, a.d_k, k, k_seq, 1, kMR * k_seq, PanelsB{qt, NR(), kBlockCols}, s,
                 kBlockCols, a.scale, 0.0f);
@@ -210,8 +209,7 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
     size_t v_seq = static_cast<size_t>(a.v_s.seq);
     if (pack_v) vb = CopyRows(vb, v_seq, bk, a.d_v, vbuf), v_seq = static_cast<size_t>(a.d_v);
     if (ByRows(c)) {
-      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v,
-                       static_cast<size_t>(a.prefetch_rows));
+      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v, kPrefetchRows);
     } else {
       MacroKernel(a.d_v, c.n, bk, vb, 1, v_seq, kMR, PanelsB{s, NR(), kBlockCols}, o, kBlockCols,
                   1.0f, 1.0f);
@@ -416,7 +414,6 @@ SdpaArgs WithCpuTuning(const SdpaArgs& args) {
       AttentionBlockKeys(GetCpuInfo(), 2 * static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)()));
   SdpaArgs a = args;
   a.block_keys = block_keys;
-  a.prefetch_rows = AttentionPrefetchRows(GetCpuInfo());
   return a;
 }
 
