@@ -144,19 +144,26 @@ TEST_CASE("16 callers at once while the thread count changes: bitwise the serial
   simdattn_set_num_threads(restore);
 }
 
-TEST_CASE("calls from inside the caller's own oneTBB parallel_for") {
-  if (kTsan) {
-    MESSAGE("not under TSan: the caller's oneTBB is not instrumented");
-    return;
-  }
+// kTasks calls of every function made through run(kTasks, body) -- a parallel region of the
+// caller's own runtime -- for 2 and 3 library threads, compared with serial calls.
+template <class Run>
+void CheckInsideCallerRegion(Run run) {
   constexpr int kTasks = 8;
   const std::vector<std::vector<float>> want = SerialResults(kTasks);
   ForEachThreadCount({2, 3}, [&](int32_t) {
     std::vector<std::vector<float>> got(kTasks);
     std::vector<std::vector<simdattn_status>> statuses(kTasks);
-    tbb::parallel_for(0, kTasks, [&](int t) { got[t] = CallEverything(t, &statuses[t]); });
+    run(kTasks, [&](int t) { got[t] = CallEverything(t, &statuses[t]); });
     CheckResults(got, statuses, want);
   });
+}
+
+TEST_CASE("calls from inside the caller's own oneTBB parallel_for") {
+  if (kTsan) {
+    MESSAGE("not under TSan: the caller's oneTBB is not instrumented");
+    return;
+  }
+  CheckInsideCallerRegion([](int n, const auto& body) { tbb::parallel_for(0, n, body); });
 }
 
 #if defined(_OPENMP)
@@ -165,14 +172,9 @@ TEST_CASE("calls from inside an OpenMP parallel region") {
     MESSAGE("not under TSan: libgomp is not instrumented");
     return;
   }
-  constexpr int kTasks = 8;
-  const std::vector<std::vector<float>> want = SerialResults(kTasks);
-  ForEachThreadCount({2, 3}, [&](int32_t) {
-    std::vector<std::vector<float>> got(kTasks);
-    std::vector<std::vector<simdattn_status>> statuses(kTasks);
+  CheckInsideCallerRegion([](int n, const auto& body) {
 #pragma omp parallel for num_threads(4) schedule(dynamic, 1)
-    for (int t = 0; t < kTasks; ++t) got[t] = CallEverything(t, &statuses[t]);
-    CheckResults(got, statuses, want);
+    for (int t = 0; t < n; ++t) body(t);
   });
 }
 #endif
