@@ -143,22 +143,20 @@ constexpr size_t kPrefetchRows = 8;
 
 // s[r * ld + j] = scale * dot(k_r, q_j), k_r = k + r * k_seq, q_j = q + j * dk, for r < bk,
 // j < kCols. Two keys at a time: 2 * kCols independent FMA chains held in registers.
-// prefetch_rows > 0: decode streams K from memory, so each row asks for the one prefetch_rows
-// ahead within the block (0: none).
+// Decode streams K from memory, so each row asks for the one kPrefetchRows ahead within the
+// block (never an address past it).
 template <size_t kCols>
 HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t bk,
                               const float* HWY_RESTRICT q, size_t dk, float scale,
-                              float* HWY_RESTRICT s, size_t ld, size_t prefetch_rows) {
+                              float* HWY_RESTRICT s, size_t ld) {
   const DF d;
   const size_t N = hn::Lanes(d);
   for (size_t r = 0; r < bk; r += 2) {
     const float* k0 = k + r * k_seq;
     const float* k1 = r + 1 < bk ? k0 + k_seq : k0;  // odd tail: row r again, discarded
-    if (prefetch_rows > 0) {  // rows r + prefetch_rows and the one after, inside the block
-      const size_t end = std::min(bk, r + 2 + prefetch_rows);
-      for (size_t ahead = r + prefetch_rows; ahead < end; ++ahead) {
-        for (size_t p = 0; p < dk; p += kFloatsPerLine) hwy::Prefetch(k + ahead * k_seq + p);
-      }
+    const size_t end = std::min(bk, r + 2 + kPrefetchRows);  // rows r + 8 and r + 9
+    for (size_t ahead = r + kPrefetchRows; ahead < end; ++ahead) {
+      for (size_t p = 0; p < dk; p += kFloatsPerLine) hwy::Prefetch(k + ahead * k_seq + p);
     }
     VF acc0[kCols], acc1[kCols];
     for (size_t j = 0; j < kCols; ++j) acc0[j] = acc1[j] = hn::Zero(d);
@@ -193,8 +191,7 @@ HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t 
 template <size_t kCols, size_t kChunks>
 HWY_INLINE void AccumulatePass(const float* HWY_RESTRICT v, size_t v_seq, size_t bk,
                                const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
-                               size_t ldo, size_t i0, size_t w, size_t prefetch_rows,
-                               size_t dv) {
+                               size_t ldo, size_t i0, size_t w, bool prefetch, size_t dv) {
   const DF d;
   const size_t N = hn::Lanes(d);
   HWY_ALIGN float col[kMaxLanesF];
@@ -207,8 +204,8 @@ HWY_INLINE void AccumulatePass(const float* HWY_RESTRICT v, size_t v_seq, size_t
   }
   const float* vr = v + i0;
   for (size_t r = 0; r < bk; ++r, vr += v_seq) {
-    if (prefetch_rows > 0 && r + prefetch_rows < bk) {
-      for (size_t i = 0; i < dv; i += kFloatsPerLine) hwy::Prefetch(vr - i0 + prefetch_rows * v_seq + i);
+    if (prefetch && r + kPrefetchRows < bk) {
+      for (size_t i = 0; i < dv; i += kFloatsPerLine) hwy::Prefetch(vr - i0 + kPrefetchRows * v_seq + i);
     }
     VF vv[kChunks];
     for (size_t u = 0; u < kChunks; ++u) {
@@ -230,21 +227,19 @@ HWY_INLINE void AccumulatePass(const float* HWY_RESTRICT v, size_t v_seq, size_t
 // o[i * ldo + j] += sum_{r < bk} v_r[i] * p[r * ld + j] for i < dv, j < kCols (O^T columns),
 // v_r = v + r * v_seq; the sum over r runs in order for every element. Passes of up to 4
 // vectors of O^T rows (16 accumulators), so a V block is read dv / (4 N) times, not dv / N.
-// prefetch_rows: as in ScoresByRowsT, for V rows (first pass only).
+// V rows are prefetched as K rows in ScoresByRowsT, during the first pass.
 template <size_t kCols>
 HWY_INLINE void AccumulateByRowsT(const float* HWY_RESTRICT v, size_t v_seq, size_t bk,
                                   const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
-                                  size_t ldo, size_t dv, size_t prefetch_rows) {
+                                  size_t ldo, size_t dv) {
   constexpr size_t kChunks = kCols <= 4 ? 4 : 2;
   const size_t N = hn::Lanes(DF());
   size_t i0 = 0;
   for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
-    AccumulatePass<kCols, kChunks>(v, v_seq, bk, p, ld, o, ldo, i0, N,
-                                   i0 == 0 ? prefetch_rows : 0, dv);
+    AccumulatePass<kCols, kChunks>(v, v_seq, bk, p, ld, o, ldo, i0, N, i0 == 0, dv);
   }
   for (; i0 < dv; i0 += N) {
-    AccumulatePass<kCols, 1>(v, v_seq, bk, p, ld, o, ldo, i0, std::min(N, dv - i0),
-                             i0 == 0 ? prefetch_rows : 0, dv);
+    AccumulatePass<kCols, 1>(v, v_seq, bk, p, ld, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv);
   }
 }
 
@@ -262,18 +257,15 @@ HWY_INLINE void AccumulateByRowsT(const float* HWY_RESTRICT v, size_t v_seq, siz
   }
 
 HWY_INLINE void ScoresByRows(const float* k, size_t k_seq, size_t bk, const float* q,
-                             size_t ncols, size_t dk, float scale, float* s, size_t ld,
-                             size_t prefetch_rows) {
-#define SIMDATTN_SCORES(C) ScoresByRowsT<C>(k, k_seq, bk, q, dk, scale, s, ld, prefetch_rows)
+                             size_t ncols, size_t dk, float scale, float* s, size_t ld) {
+#define SIMDATTN_SCORES(C) ScoresByRowsT<C>(k, k_seq, bk, q, dk, scale, s, ld)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_SCORES)
 #undef SIMDATTN_SCORES
 }
 
 HWY_INLINE void AccumulateByRows(const float* v, size_t v_seq, size_t bk, const float* p,
-                                 size_t ld, size_t ncols, float* o, size_t ldo, size_t dv,
-                                 size_t prefetch_rows) {
-#define SIMDATTN_ACCUMULATE(C) \
-  AccumulateByRowsT<C>(v, v_seq, bk, p, ld, o, ldo, dv, prefetch_rows)
+                                 size_t ld, size_t ncols, float* o, size_t ldo, size_t dv) {
+#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(v, v_seq, bk, p, ld, o, ldo, dv)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_ACCUMULATE)
 #undef SIMDATTN_ACCUMULATE
 }

@@ -163,7 +163,7 @@ const float* KeyRows(const SdpaArgs& a, const SdpaTask& t, int64_t k0) {
 void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
                 int64_t k0, int64_t bk, const float* k, size_t k_seq, float* s) {
   if (ByRows(c)) {
-    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols, kPrefetchRows);
+    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols);
   } else {
     MacroKernel(bk, c.n, a.d_k, k, k_seq, 1, kMR * k_seq, PanelsB{qt, NR(), kBlockCols}, s,
                 kBlockCols, a.scale, 0.0f);
@@ -195,7 +195,7 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   // The register-tile path streams kMR rows of K (and keys of V) at once: rows a whole
   // (batch, seq, heads * d) token apart (4 KiB for 16 heads of 64) share L1 sets and thrash
   // them, so strided K and V blocks are first copied to contiguous rows (1/kBlockCols of the
-  // FMAs), making every layout as fast as [batch, heads, seq, d].
+  // FMAs).
   const bool pack_k = !ByRows(c) && a.k_s.seq != a.d_k;
   const bool pack_v = !ByRows(c) && a.v_s.seq != a.d_v && a.d_v > 0;
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
@@ -209,7 +209,7 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
     size_t v_seq = static_cast<size_t>(a.v_s.seq);
     if (pack_v) vb = CopyRows(vb, v_seq, bk, a.d_v, vbuf), v_seq = static_cast<size_t>(a.d_v);
     if (ByRows(c)) {
-      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v, kPrefetchRows);
+      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v);
     } else {
       MacroKernel(a.d_v, c.n, bk, vb, 1, v_seq, kMR, PanelsB{s, NR(), kBlockCols}, o, kBlockCols,
                   1.0f, 1.0f);
