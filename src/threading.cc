@@ -45,7 +45,8 @@ namespace {
 struct Arena {
   explicit Arena(int concurrency) : arena(concurrency) {}
   tbb::task_arena arena;
-  std::atomic<bool> started{false};
+  std::mutex start_mu;              // held while one caller starts the workers
+  std::atomic<bool> started{false};  // set once that start has returned
 #if defined(SIMDATTN_TSAN)
   // Under TSan one calling thread at a time enters the arena: when its master slot is taken,
   // execute() hands the call's functor to another thread inside libtbb, a hand-off TSan cannot
@@ -173,15 +174,20 @@ class TaskContextScope {
 
 // Runs an empty loop on a new arena once, before its first real loop: oneTBB creates its worker
 // threads when work is first offered, and if pthread_create fails it throws from that spawn.
-// Doing it here makes such a failure happen before any output is written.
+// Doing it here makes such a failure happen before any output is written. Concurrent first
+// callers wait for that start to return (one running its real loop meanwhile could be the one
+// whose spawn fails, after writing output); after a failed start the next call tries again.
+// `started` publishes no data (oneTBB synchronizes its own workers), so it is relaxed.
 void StartWorkers(Arena& a) {
-  if (a.started.load(std::memory_order_acquire)) return;
+  if (a.started.load(std::memory_order_relaxed)) return;
+  const std::lock_guard<std::mutex> lock(a.start_mu);
+  if (a.started.load(std::memory_order_relaxed)) return;
   const int64_t n = a.arena.max_concurrency();
-  a.started.store(true, std::memory_order_release);  // a failed start is not retried by oneTBB
   a.arena.execute([&] {
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1),
                       [](const tbb::blocked_range<int64_t>&) {}, tbb::simple_partitioner());
   });
+  a.started.store(true, std::memory_order_relaxed);
 }
 
 }  // namespace
