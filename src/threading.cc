@@ -19,8 +19,9 @@
 // ThreadSanitizer cannot see the synchronization inside libtbb (not instrumented): it would
 // report every hand-off of a loop's data between the calling thread and oneTBB's workers as a
 // race. These annotations state the hand-offs oneTBB guarantees (everything before the loop
-// happens before each chunk; each chunk happens before the loop returns), so TSan still sees
-// every real race in the chunks themselves (tests/tsan.supp holds the rest, inside oneTBB).
+// happens before each chunk; each chunk happens before the loop returns) and nothing more, so
+// TSan still sees every real race in the chunks and between concurrent calls (tests/tsan.supp
+// holds the rest, inside oneTBB).
 #if defined(__SANITIZE_THREAD__)
 #define SIMDATTN_TSAN 1
 #elif defined(__has_feature)
@@ -31,6 +32,8 @@
 #if defined(SIMDATTN_TSAN)
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
+extern "C" void AnnotateIgnoreSyncBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreSyncEnd(const char* file, int line);
 #define SIMDATTN_HAPPENS_BEFORE(addr) __tsan_release(addr)
 #define SIMDATTN_HAPPENS_AFTER(addr) __tsan_acquire(addr)
 #else
@@ -50,10 +53,34 @@ struct Arena {
 #if defined(SIMDATTN_TSAN)
   // Under TSan one calling thread at a time enters the arena: when its master slot is taken,
   // execute() hands the call's functor to another thread inside libtbb, a hand-off TSan cannot
-  // see and that no annotation can precede. Results and the rest of each call stay concurrent.
+  // see and that no annotation can precede (the functor's captures are read before any).
   std::mutex tsan_entry;
 #endif
 };
+
+#if defined(SIMDATTN_TSAN)
+// Holds Arena::tsan_entry with its synchronization hidden from TSan: the lock only keeps
+// execute() on the calling thread, and the order it imposes between two callers is not one
+// the library relies on (seen by TSan, it would hide real races between concurrent calls).
+class TsanEntryLock {
+ public:
+  explicit TsanEntryLock(std::mutex& mu) : mu_(mu) {
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+    mu_.lock();
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+  }
+  ~TsanEntryLock() {
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+    mu_.unlock();
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+  }
+  TsanEntryLock(const TsanEntryLock&) = delete;
+  TsanEntryLock& operator=(const TsanEntryLock&) = delete;
+
+ private:
+  std::mutex& mu_;
+};
+#endif
 
 struct Pool {
   std::mutex mu;
@@ -172,6 +199,43 @@ class TaskContextScope {
   TaskContext saved_;
 };
 
+#if defined(SIMDATTN_TSAN)
+// oneTBB's parallel_for keeps its wait_node in a frame on the calling thread. The worker that
+// finishes the last chunk touches it last (reads its parent, then decrements it atomically), and
+// libtbb's wait, which returns on that decrement, is not instrumented: TSan would take this
+// thread's next use of that stack memory (any later frame) for a race with the worker. So the
+// loop notes how deep the calling thread's own chunks ran (below parallel_for's frames) and,
+// once it returned, acquires every word of the dead frames between there and the caller.
+class LoopFrames {
+ public:
+  LoopFrames() { __tsan_release(this); }  // caller_ is read in the chunks
+  LoopFrames(const LoopFrames&) = delete;
+  LoopFrames& operator=(const LoopFrames&) = delete;
+  void NoteChunk() {  // in every chunk, on any thread
+    __tsan_acquire(this);
+    char here = 0;
+    if (&t_reservation == caller_ && (lowest_ == nullptr || &here < lowest_)) lowest_ = &here;
+  }
+  __attribute__((noinline)) void AcquireDeadFrames() const {  // on the caller, after the loop
+    if (lowest_ == nullptr) return;
+    char here = 0;
+    const uintptr_t end = reinterpret_cast<uintptr_t>(&here);
+    for (uintptr_t p = reinterpret_cast<uintptr_t>(lowest_) & ~uintptr_t{7}; p + 8 <= end; p += 8) {
+      static_cast<void>(__atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_ACQUIRE));
+    }
+  }
+
+ private:
+  const Reservation* const caller_ = &t_reservation;
+  const char* lowest_ = nullptr;
+};
+#else
+struct LoopFrames {
+  void NoteChunk() {}
+  void AcquireDeadFrames() const {}
+};
+#endif
+
 // Runs an empty loop on a new arena once, before its first real loop: oneTBB creates its worker
 // threads when work is first offered, and if pthread_create fails it throws from that spawn.
 // Doing it here makes such a failure happen before any output is written. Concurrent first
@@ -183,10 +247,13 @@ void StartWorkers(Arena& a) {
   const std::lock_guard<std::mutex> lock(a.start_mu);
   if (a.started.load(std::memory_order_relaxed)) return;
   const int64_t n = a.arena.max_concurrency();
+  LoopFrames frames;
   a.arena.execute([&] {
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1),
-                      [](const tbb::blocked_range<int64_t>&) {}, tbb::simple_partitioner());
+                      [&](const tbb::blocked_range<int64_t>&) { frames.NoteChunk(); },
+                      tbb::simple_partitioner());
   });
+  frames.AcquireDeadFrames();
   a.started.store(true, std::memory_order_relaxed);
 }
 
@@ -262,14 +329,15 @@ void ParallelFor(int64_t n, int64_t grain, RangeBody body) {
     return;
   }
   Arena& a = *p.arena;
+#if defined(SIMDATTN_TSAN)
+  const TsanEntryLock one_caller(a.tsan_entry);  // StartWorkers' execute() included
+#endif
   StartWorkers(a);
   const int64_t chunks = (n + grain - 1) / grain;
-  // The TSan annotations synchronize on one global address, and the functor is built before
-  // the release: execute() may run it on another thread, which reads its captures.
-  static int sync = 0;
-#if defined(SIMDATTN_TSAN)
-  const std::lock_guard<std::mutex> one_caller(a.tsan_entry);
-#endif
+  // The TSan annotations synchronize on an address of this call only (one shared address would
+  // order every call after every earlier one and hide races between callers).
+  char sync = 0;
+  LoopFrames frames;
   const auto run = [&] {
     SIMDATTN_HAPPENS_AFTER(&sync);
     // simple_partitioner with grain 1 over chunk indices: each task is exactly one chunk, so
@@ -278,6 +346,7 @@ void ParallelFor(int64_t n, int64_t grain, RangeBody body) {
         tbb::blocked_range<int64_t>(0, chunks, 1),
         [&](const tbb::blocked_range<int64_t>& r) {
           SIMDATTN_HAPPENS_AFTER(&sync);
+          frames.NoteChunk();
           const TaskContextScope scope(reservation, tbb::this_task_arena::current_thread_index());
           for (int64_t c = r.begin(); c < r.end(); ++c) {
             body(c * grain, std::min(n, (c + 1) * grain));
@@ -290,6 +359,7 @@ void ParallelFor(int64_t n, int64_t grain, RangeBody body) {
   SIMDATTN_HAPPENS_BEFORE(&sync);
   a.arena.execute(run);
   SIMDATTN_HAPPENS_AFTER(&sync);
+  frames.AcquireDeadFrames();
 }
 
 float* ThreadScratch(int slot, size_t floats) {
