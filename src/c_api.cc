@@ -9,6 +9,7 @@
 #include <utility>
 #include <cstdarg>
 #include <cstdio>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <exception>
@@ -426,6 +427,77 @@ void ZeroUnusedStrides(const int64_t sizes[3], int64_t span, simdattn_strides* s
   if (span == 0 || sizes[2] <= 1) st->seq = 0;
 }
 
+// The caller's options as this library's struct: the fields that end at or before struct_size,
+// the rest 0 / NULL (defaults). Bytes at or past struct_size are never read.
+simdattn_sdpa_options ReadSdpaOptions(Validator& val, const simdattn_sdpa_options* options) {
+  simdattn_sdpa_options o{};
+  o.struct_size = sizeof(o);
+  if (options == nullptr) return o;
+  const size_t size = options->struct_size;
+  val.Require(size >= SIMDATTN_SDPA_OPTIONS_SIZE_0_1, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->struct_size must be >= %d (the 0.1 layout; call "
+              "simdattn_sdpa_options_init), got %zu",
+              SIMDATTN_SDPA_OPTIONS_SIZE_0_1, size);
+  if (!val.ok()) return o;
+  // Field ends of the 0.2 layout, in order: copy up to the last one that fits.
+  static const size_t kEnds[] = {
+      SIMDATTN_SDPA_OPTIONS_SIZE_0_1,
+      offsetof(simdattn_sdpa_options, window) + sizeof(o.window),
+      offsetof(simdattn_sdpa_options, softcap) + sizeof(o.softcap),
+      offsetof(simdattn_sdpa_options, window_left) + sizeof(o.window_left),
+      offsetof(simdattn_sdpa_options, window_right) + sizeof(o.window_right),
+      offsetof(simdattn_sdpa_options, alibi_slopes) + sizeof(o.alibi_slopes),
+      sizeof(simdattn_sdpa_options)};
+  static_assert(offsetof(simdattn_sdpa_options, window) == SIMDATTN_SDPA_OPTIONS_SIZE_0_1,
+                "the 0.2 fields follow the 0.1 layout");
+  size_t copy = 0;
+  for (size_t end : kEnds) {
+    if (end <= size) copy = end;
+  }
+  std::memcpy(static_cast<void*>(&o), options, copy);
+  o.struct_size = size;
+  return o;
+}
+
+// The 0.2 variant fields: flags, sides and scalars (before the empty-problem shortcut).
+void CheckSdpaVariants(Validator& val, const simdattn_sdpa_options& o) {
+  val.Require(o.window == 0 || o.window == 1, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->window must be 0 or 1 (got %d)", static_cast<int>(o.window));
+  if (o.window == 1) {
+    val.Require(o.window_left >= 0, SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->window_left must be >= 0 (got %lld)", static_cast<long long>(o.window_left));
+    val.Require(o.window_right >= 0, SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->window_right must be >= 0 (got %lld)",
+                static_cast<long long>(o.window_right));
+  }
+  val.Require(std::isfinite(o.softcap) && o.softcap >= 0.0f, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->softcap must be finite and >= 0 (0 = off), got %g",
+              static_cast<double>(o.softcap));
+}
+
+// Every ALiBi slope and sink of the `heads` query heads (read only for a non-empty problem).
+void CheckSdpaPerHead(Validator& val, const simdattn_sdpa_options& o, int64_t heads) {
+  for (int64_t h = 0; o.alibi_slopes != nullptr && h < heads && val.ok(); ++h) {
+    val.Require(std::isfinite(o.alibi_slopes[h]), SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->alibi_slopes[%lld] = %g: slopes must be finite",
+                static_cast<long long>(h), static_cast<double>(o.alibi_slopes[h]));
+  }
+  for (int64_t h = 0; o.sinks != nullptr && h < heads && val.ok(); ++h) {
+    val.Require(!std::isnan(o.sinks[h]) && o.sinks[h] != HUGE_VALF, SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->sinks[%lld] = %g: sinks must be finite or -inf",
+                static_cast<long long>(h), static_cast<double>(o.sinks[h]));
+  }
+}
+
+// The variant fields of SdpaArgs from validated options.
+void SetSdpaVariants(const simdattn_sdpa_options& o, simdattn::SdpaArgs* a) {
+  a->window = o.window == 1;
+  a->window_left = o.window_left, a->window_right = o.window_right;
+  a->softcap = o.softcap;
+  a->alibi_slopes = o.alibi_slopes;
+  a->sinks = o.sinks;
+}
+
 simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
   simdattn::Strides4 s;
   s.batch = st.batch, s.head = st.head, s.seq = st.seq;
@@ -436,26 +508,28 @@ simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
 
 extern "C" {
 
-void simdattn_sdpa_options_init(simdattn_sdpa_options* options) {
+// Two initialisers behind one name (GNU symbol versions, src/simdattn.map): binaries built
+// against 0.1 bind SIMDATTN_0.1 and get a 176-byte struct; everything newer (and dlsym) gets
+// the default SIMDATTN_0.2, this header's size.
+SIMDATTN_API void sdpa_options_init_0_2(simdattn_sdpa_options* options) {
   if (options == nullptr) return;
   *options = simdattn_sdpa_options{};
   options->struct_size = sizeof(simdattn_sdpa_options);
 }
+SIMDATTN_API void sdpa_options_init_0_1(simdattn_sdpa_options* options) {
+  if (options == nullptr) return;
+  std::memset(static_cast<void*>(options), 0, SIMDATTN_SDPA_OPTIONS_SIZE_0_1);
+  options->struct_size = SIMDATTN_SDPA_OPTIONS_SIZE_0_1;
+}
+__asm__(".symver sdpa_options_init_0_1, simdattn_sdpa_options_init@SIMDATTN_0.1");
+__asm__(".symver sdpa_options_init_0_2, simdattn_sdpa_options_init@@SIMDATTN_0.2");
 
 simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, float* out,
                               int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
                               int64_t d_k, int64_t d_v, const simdattn_sdpa_options* options) {
   Validator val("simdattn_sdpa");
-  simdattn_sdpa_options o;
-  simdattn_sdpa_options_init(&o);
-  if (options != nullptr) {
-    val.Require(options->struct_size >= sizeof(simdattn_sdpa_options), SIMDATTN_ERR_BAD_ARGUMENT,
-                 "options->struct_size (%zu) is smaller than sizeof(simdattn_sdpa_options) (%zu): "
-                 "call simdattn_sdpa_options_init",
-                 options->struct_size, sizeof(simdattn_sdpa_options));
-    if (!val.ok()) return val.status();
-    o = *options;
-  }
+  const simdattn_sdpa_options o = ReadSdpaOptions(val, options);
+  if (!val.ok()) return val.status();
   val.NonNegative(batch, "batch").NonNegative(heads, "heads").NonNegative(q_len, "q_len");
   val.NonNegative(kv_len, "kv_len").NonNegative(d_v, "d_v");
   val.Require(d_k >= 1, SIMDATTN_ERR_BAD_SHAPE, "d_k must be >= 1 (got %lld): the scale is undefined",
@@ -471,6 +545,7 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   val.Require(std::isfinite(o.scale) && o.scale >= 0.0f, SIMDATTN_ERR_BAD_ARGUMENT,
               "options->scale must be finite and >= 0 (0 = 1/sqrt(d_k)), got %g",
               static_cast<double>(o.scale));
+  CheckSdpaVariants(val, o);
   if (!val.ok()) return val.status();
   const int64_t q_sizes[3] = {batch, heads, q_len}, kv_sizes[3] = {batch, kv_heads, kv_len};
   simdattn_strides qs = ResolveStrides(o.q_strides, heads, q_len, d_k);
@@ -504,6 +579,7 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
                   static_cast<long long>(kv_len));
     }
   }
+  CheckSdpaPerHead(val, o, heads);
   val.RowsDisjoint(q_sizes, os, d_v, "out");
   const int64_t lse_span = lse_n, w_span = weights_n;
   struct Named {
@@ -512,7 +588,9 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
     const char* name;
   };
   const Named inputs[] = {{q, q_span, "q"}, {k, k_span, "k"}, {v, v_span, "v"},
-                          {o.mask, mask_span, "options->mask"}};
+                          {o.mask, mask_span, "options->mask"},
+                          {o.alibi_slopes, o.alibi_slopes ? heads : 0, "options->alibi_slopes"},
+                          {o.sinks, o.sinks ? heads : 0, "options->sinks"}};
   const Named outputs[] = {{out, out_span, "out"}, {o.lse, lse_span, "options->lse"},
                            {o.weights, w_span, "options->weights"}};
   for (const Named& w : outputs) {
@@ -540,6 +618,7 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   a.q_s = ToStrides4(qs), a.k_s = ToStrides4(ks), a.v_s = ToStrides4(vs), a.out_s = ToStrides4(os);
   a.mask = o.mask, a.mask_s = ToStrides4(ms);
   a.kv_lens = o.kv_lens, a.lse = o.lse, a.weights = o.weights;
+  SetSdpaVariants(o, &a);
   return simdattn::Run("simdattn_sdpa", [&] { simdattn::Sdpa(a); });
 }
 

@@ -18,6 +18,7 @@
 #include <limits>
 
 #include "hwy/cache_control.h"
+#include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "src/kernels/common-inl.h"
 #include "src/kernels/exp-inl.h"
@@ -100,6 +101,43 @@ HWY_INLINE void NormalizeBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size
     for (size_t r = 0; r < bk; ++r) {
       float* p = s + r * ld + c;
       hn::StoreU(hn::Mul(ExpNonPositive(d, hn::Sub(hn::LoadU(d, p), m_safe)), inv), d, p);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ score variants
+// Logit soft-capping (Gemma 2): cap * tanh(s / cap), Highway's Tanh (expm1-based, a few ulp).
+// NaN stays NaN; +-inf becomes +-cap, as the formula says.
+HWY_INLINE VF Softcap(DF d, VF s, VF cap, VF inv_cap) {
+  return hn::Mul(cap, hn::Tanh(d, hn::Mul(s, inv_cap)));
+}
+
+// s (bk rows x ncols columns, ld apart) = Softcap(s) in place.
+HWY_INLINE void SoftcapBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols,
+                             float cap) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const VF vcap = hn::Set(d, cap), vinv = hn::Set(d, 1.0f / cap);
+  for (size_t r = 0; r < bk; ++r) {
+    for (size_t c = 0; c < ncols; c += N) {
+      hn::StoreU(Softcap(d, hn::LoadU(d, s + r * ld + c), vcap, vinv), d, s + r * ld + c);
+    }
+  }
+}
+
+// ALiBi on a block: s[r][c] -= slope[c] * |(k0 + r) - pos[c]| with one rounding (a fused
+// multiply-add). pos: the query position d_i of each column as a float, exact, as are k0 + r
+// and the distance: the caller guarantees every position is below 2^23 in magnitude.
+HWY_INLINE void AlibiBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols, int64_t k0,
+                           const float* HWY_RESTRICT pos, const float* HWY_RESTRICT slope) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  for (size_t r = 0; r < bk; ++r) {
+    const VF key = hn::Set(d, static_cast<float>(k0 + static_cast<int64_t>(r)));
+    for (size_t c = 0; c < ncols; c += N) {
+      const VF dist = hn::Abs(hn::Sub(key, hn::LoadU(d, pos + c)));
+      float* p = s + r * ld + c;
+      hn::StoreU(hn::NegMulAdd(hn::LoadU(d, slope + c), dist, hn::LoadU(d, p)), d, p);
     }
   }
 }
@@ -318,17 +356,20 @@ HWY_INLINE void ScoresByLanesT(const float* HWY_RESTRICT kt, size_t dk,
   for (size_t c = 0; c < kCols; ++c) s[c] = hn::Mul(acc[c], hn::Set(d, scale));
 }
 
-// Softmax of one score vector whose invisible lanes are -inf: p = exp(s - max) written to
-// p_out, returns {max, sum}; max == -inf (nothing visible) gives p = 0 and sum 0.
+// Softmax of one score vector whose invisible lanes are -inf, with an attention sink (a logit
+// without a value; -inf for none): p = exp(s - max) written to p_out, returns {max, sum}, the
+// sink included in both; max == -inf (nothing visible, no sink) gives p = 0 and sum 0.
 struct LaneSoftmax {
   float max, sum;
 };
-HWY_INLINE LaneSoftmax SoftmaxLanes(VF s, float* HWY_RESTRICT p_out) {
+HWY_INLINE LaneSoftmax SoftmaxLanes(VF s, float sink, float* HWY_RESTRICT p_out) {
   const DF d;
-  const VF vmax = hn::MaxOfLanes(d, s);
-  const VF e = ExpNonPositive(d, hn::Sub(s, SafeMax(d, vmax)));
+  const VF vmax = hn::Max(hn::MaxOfLanes(d, s), hn::Set(d, sink));
+  const VF m_safe = SafeMax(d, vmax);
+  const VF e = ExpNonPositive(d, hn::Sub(s, m_safe));
   hn::Store(e, d, p_out);
-  return LaneSoftmax{hn::GetLane(vmax), hn::GetLane(hn::SumOfLanes(d, e))};
+  const VF e_sink = ExpNonPositive(d, hn::Sub(hn::Set(d, sink), m_safe));
+  return LaneSoftmax{hn::GetLane(vmax), hn::GetLane(hn::Add(hn::SumOfLanes(d, e), e_sink))};
 }
 
 // out[0:dv] = inv * sum_{j < nk} p[j] * v_j (v_j = v + j * v_seq), the sum over j in order.

@@ -71,6 +71,9 @@ class _SdpaOptions(ctypes.Structure):
         ("kv_heads", _i64), ("mask", _fptr), ("mask_strides", _Strides),
         ("kv_lens", ctypes.POINTER(_i64)), ("q_strides", _Strides), ("k_strides", _Strides),
         ("v_strides", _Strides), ("out_strides", _Strides), ("lse", _fptr), ("weights", _fptr),
+        # version 0.2
+        ("window", ctypes.c_int32), ("softcap", ctypes.c_float), ("window_left", _i64),
+        ("window_right", _i64), ("alibi_slopes", _fptr), ("sinks", _fptr),
     ]
 
 
