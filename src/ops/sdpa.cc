@@ -42,6 +42,27 @@ struct SdpaTask {
   int64_t b, kvh, col0, col1;  // columns [col0, col1) of (b, kvh); column j = query j / G, head g = j % G
   int64_t key0, key1;          // key range of this task
 };
+// Geometry of batch entry b: a batch entry of simdattn_sdpa or a sequence of
+// simdattn_sdpa_varlen (SdpaArgs::cu_q set; then the .batch strides are unused).
+inline int64_t QLen(const SdpaArgs& a, int64_t b) {
+  return a.cu_q != nullptr ? a.cu_q[b + 1] - a.cu_q[b] : a.q_len;
+}
+inline int64_t KvLen(const SdpaArgs& a, int64_t b) {
+  if (a.cu_kv != nullptr) return a.cu_kv[b + 1] - a.cu_kv[b];
+  return a.kv_lens != nullptr ? a.kv_lens[b] : a.kv_len;
+}
+// Element offset of entry b in q or out (strides s), and in k or v.
+inline int64_t QBase(const SdpaArgs& a, int64_t b, const Strides4& s) {
+  return a.cu_q != nullptr ? a.cu_q[b] * s.seq : b * s.batch;
+}
+inline int64_t KvBase(const SdpaArgs& a, int64_t b, const Strides4& s) {
+  return a.cu_kv != nullptr ? a.cu_kv[b] * s.seq : b * s.batch;
+}
+// Index of (b, h, i) in lse: [batch, heads, q_len], or [total_q, heads] for varlen.
+inline int64_t LseIndex(const SdpaArgs& a, int64_t b, int64_t h, int64_t i) {
+  return a.cu_q != nullptr ? (a.cu_q[b] + i) * a.heads + h : (b * a.heads + h) * a.q_len + i;
+}
+
 // Partial results of one split task: m, l (kBlockCols each), then O^T (d_v x kBlockCols).
 inline int64_t PartialFloats(int64_t d_v) { return (2 + d_v) * kBlockCols; }
 // Scratch of one task (a.block_keys set) on a target of `lanes` floats per vector: Q^T or query
@@ -69,7 +90,8 @@ struct Columns {
   int64_t qi[kBlockCols];         // query index of each column
   int64_t head[kBlockCols];       // query head of each column
   int64_t qi_min = 0, qi_max = 0;
-  int64_t kv_len_b = 0;           // keys of this batch entry (kv_lens)
+  int64_t q_len_b = 0;            // queries of this batch entry (varlen: of its sequence)
+  int64_t kv_len_b = 0;           // keys of this batch entry (kv_lens, varlen)
   int64_t offset = 0;             // d_i - i: 0 for TOP_LEFT, else kv_len_b - q_len
   bool alibi_exact = false;       // every position and key index fits a float exactly (< 2^23)
   HWY_ALIGN float pos[kBlockCols];    // ALiBi: d of each column (0 past n)
@@ -94,8 +116,9 @@ Columns MakeColumns(const SdpaArgs& a, const SdpaTask& t) {
   }
   c.qi_min = c.qi[0];
   c.qi_max = c.qi[c.n - 1];
-  c.kv_len_b = a.kv_lens ? a.kv_lens[t.b] : a.kv_len;
-  c.offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : c.kv_len_b - a.q_len;
+  c.q_len_b = QLen(a, t.b);
+  c.kv_len_b = KvLen(a, t.b);
+  c.offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : c.kv_len_b - c.q_len_b;
   if (a.alibi_slopes != nullptr) {
     const int64_t far = std::max({std::abs(c.qi_min + c.offset), std::abs(c.qi_max + c.offset),
                                   c.kv_len_b});
@@ -145,7 +168,7 @@ size_t PaddedCols(const Columns& c) {
 bool ByRows(const Columns& c) { return c.n <= static_cast<int64_t>(kRowCols); }
 
 const float* QueryRow(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t j) {
-  return a.q + t.b * a.q_s.batch + c.head[j] * a.q_s.head + c.qi[j] * a.q_s.seq;
+  return a.q + QBase(a, t.b, a.q_s) + c.head[j] * a.q_s.head + c.qi[j] * a.q_s.seq;
 }
 
 // The task's queries: by rows (qt[j * d_k + p], ByRows) or as Q^T for the microkernel
@@ -223,7 +246,7 @@ void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k
 
 // Rows [k0, k0 + bk) of the task's K, in place.
 const float* KeyRows(const SdpaArgs& a, const SdpaTask& t, int64_t k0) {
-  return a.k + t.b * a.k_s.batch + t.kvh * a.k_s.head + k0 * a.k_s.seq;
+  return a.k + KvBase(a, t.b, a.k_s) + t.kvh * a.k_s.head + k0 * a.k_s.seq;
 }
 
 // S^T (bk x columns) = scale * K[k0 : k0 + bk] Q^T, then masked. k: those K rows, k_seq apart.
@@ -264,7 +287,7 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   VisibleKeys(a, t, c, &lo, &hi);
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
-  const float* v = a.v + t.b * a.v_s.batch + t.kvh * a.v_s.head;
+  const float* v = a.v + KvBase(a, t.b, a.v_s) + t.kvh * a.v_s.head;
   // The register-tile path streams kMR rows of K (and keys of V) at once: rows a whole
   // (batch, seq, heads * d) token apart (4 KiB for 16 heads of 64) share L1 sets and thrash
   // them, so strided K and V blocks are first copied to contiguous rows (1/kBlockCols of the
@@ -296,10 +319,10 @@ void Finalize(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const floa
               const float* l, const float* o) {
   for (int64_t j = 0; j < c.n; ++j) {
     const float inv = l[j] == 0.0f ? 0.0f : 1.0f / l[j];
-    float* out = a.out + t.b * a.out_s.batch + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
+    float* out = a.out + QBase(a, t.b, a.out_s) + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
     for (int64_t i = 0; i < a.d_v; ++i) out[i] = o[i * kBlockCols + j] * inv;
     if (a.lse != nullptr) {
-      a.lse[(t.b * a.heads + c.head[j]) * a.q_len + c.qi[j]] =
+      a.lse[LseIndex(a, t.b, c.head[j], c.qi[j])] =
           l[j] == 0.0f ? kNegInf : m[j] + std::log(l[j]);
     }
   }
@@ -399,11 +422,11 @@ void FewKeysQuery(const SdpaArgs& a, int64_t b, int64_t h, int64_t i, int64_t hi
   const LaneSoftmax r = SoftmaxLanes(s, a.sinks != nullptr ? a.sinks[h] : kNegInf, p);
   const bool none = r.sum == 0.0f;
   const float inv = none ? 0.0f : 1.0f / r.sum;
-  float* out = a.out + b * a.out_s.batch + h * a.out_s.head + i * a.out_s.seq;
+  float* out = a.out + QBase(a, b, a.out_s) + h * a.out_s.head + i * a.out_s.seq;
   WeightedRows(p, none ? 0 : static_cast<size_t>(hi), v, static_cast<size_t>(a.v_s.seq),
                static_cast<size_t>(a.d_v), inv, out);
   if (a.lse != nullptr) {
-    a.lse[(b * a.heads + h) * a.q_len + i] = none ? kNegInf : r.max + std::log(r.sum);
+    a.lse[LseIndex(a, b, h, i)] = none ? kNegInf : r.max + std::log(r.sum);
   }
   if (a.weights != nullptr) {
     float* w = a.weights + ((b * a.heads + h) * a.q_len + i) * a.kv_len;
@@ -418,29 +441,29 @@ size_t LanesImpl() { return hn::Lanes(DF()); }
 // Few keys (a.kv_len <= Lanes): every query head of (b, kvh) against its keys held as lanes.
 void FewKeysTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh) {
   const int64_t group = a.heads / a.kv_heads;
-  const int64_t kv_len_b = a.kv_lens ? a.kv_lens[b] : a.kv_len;
-  const int64_t offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : kv_len_b - a.q_len;
+  const int64_t q_len_b = QLen(a, b), kv_len_b = KvLen(a, b);
+  const int64_t offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : kv_len_b - q_len_b;
   int64_t hi = kv_len_b;  // keys any query may see
-  if (a.causal != SIMDATTN_CAUSAL_NONE) hi = std::min(hi, a.q_len + offset);
-  if (a.window) hi = std::min(hi, SatAdd(SatAdd(a.q_len - 1 + offset, a.window_right), 1));
+  if (a.causal != SIMDATTN_CAUSAL_NONE) hi = std::min(hi, q_len_b + offset);
+  if (a.window) hi = std::min(hi, SatAdd(SatAdd(q_len_b - 1 + offset, a.window_right), 1));
   hi = std::max<int64_t>(hi, 0);
   const size_t dk = static_cast<size_t>(a.d_k);
   const DF d;
   float* kt = ThreadScratch(0, 2 * dk * hn::Lanes(d));
   HWY_ALIGN float p[kMaxLanesF];
   // K and V are not touched (not even their addresses formed) when no key is visible.
-  const float* v = hi > 0 ? a.v + b * a.v_s.batch + kvh * a.v_s.head : nullptr;
+  const float* v = hi > 0 ? a.v + KvBase(a, b, a.v_s) + kvh * a.v_s.head : nullptr;
   if (hi > 0) {
-    PackKeysAsLanes(a.k + b * a.k_s.batch + kvh * a.k_s.head, static_cast<size_t>(a.k_s.seq),
+    PackKeysAsLanes(a.k + KvBase(a, b, a.k_s) + kvh * a.k_s.head, static_cast<size_t>(a.k_s.seq),
                     static_cast<size_t>(hi), dk, kt, kt + dk * hn::Lanes(d));
   } else {
     std::fill(kt, kt + dk * hn::Lanes(d), 0.0f);
   }
   const auto visible = FewKeysVisible(a, b, hi);
   for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-    const float* qh = a.q + b * a.q_s.batch + h * a.q_s.head;
-    for (int64_t i0 = 0; i0 < a.q_len; i0 += kFewKeysQueries) {
-      const int64_t n = std::min<int64_t>(kFewKeysQueries, a.q_len - i0);
+    const float* qh = a.q + QBase(a, b, a.q_s) + h * a.q_s.head;
+    for (int64_t i0 = 0; i0 < q_len_b; i0 += kFewKeysQueries) {
+      const int64_t n = std::min<int64_t>(kFewKeysQueries, q_len_b - i0);
       const float* q[kFewKeysQueries];
       for (int64_t c = 0; c < static_cast<int64_t>(kFewKeysQueries); ++c) {
         q[c] = qh + (i0 + std::min(c, n - 1)) * a.q_s.seq;  // a short tail repeats its last row
@@ -513,6 +536,35 @@ SdpaArgs WithCpuTuning(const SdpaArgs& args) {
 
 }  // namespace
 
+// Varlen: tasks are (sequence, kv head, column block) over each sequence's own columns, the
+// sequences in order of decreasing work (q_len_b * kv_len_b) so that the longest start first
+// and the short ones fill in; every task writes its own outputs, so any order gives the same
+// bits. No key split.
+static void SdpaVarlen(const SdpaArgs& a) {
+  const int64_t group = a.heads / a.kv_heads;
+  std::vector<int64_t> order(static_cast<size_t>(a.batch));
+  for (int64_t b = 0; b < a.batch; ++b) order[b] = b;
+  auto work = [&](int64_t b) { return QLen(a, b) * std::max<int64_t>(KvLen(a, b), 1); };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return work(x) > work(y); });
+  // first[n]: index of the first task of the n-th sequence in that order.
+  std::vector<int64_t> first(static_cast<size_t>(a.batch) + 1, 0);
+  for (int64_t n = 0; n < a.batch; ++n) {
+    first[n + 1] = first[n] + a.kv_heads * CeilDiv(QLen(a, order[n]) * group, kBlockCols);
+  }
+  ParallelFor(first[a.batch], 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = std::upper_bound(first.begin(), first.end(), i) - first.begin() - 1;
+      const int64_t b = order[n], cols = QLen(a, b) * group;
+      const int64_t col_blocks = CeilDiv(cols, kBlockCols), local = i - first[n];
+      const int64_t col0 = local % col_blocks * kBlockCols;
+      const SdpaTask t{b, local / col_blocks, col0, std::min(cols, col0 + kBlockCols), 0,
+                       KvLen(a, b)};
+      HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, t, nullptr);
+    }
+  });
+}
+
 TaskScratch SdpaScratch(const SdpaArgs& args) {
   return SdpaTaskScratch(WithCpuTuning(args),
                          static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)()));
@@ -534,6 +586,7 @@ void Sdpa(const SdpaArgs& args) {
     });
     return;
   }
+  if (a.cu_q != nullptr) return SdpaVarlen(a);
   const int64_t cols = a.q_len * group;
   const int64_t col_blocks = CeilDiv(cols, kBlockCols);
   const int64_t blocks = a.batch * a.kv_heads * col_blocks;
