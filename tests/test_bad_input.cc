@@ -85,6 +85,25 @@ struct Sdpa {
                          null_options ? nullptr : &o);
   }
 };
+struct Varlen {  // 2 sequences: 3 and 5 queries against 7 and 5 keys, in the sdpa buffers
+  const float *q, *k, *v;
+  float* out;
+  int64_t batch = 2, heads = 4, d_k = 8, d_v = 6;
+  int64_t cu_q[3] = {0, 3, 8}, cu_kv[3] = {0, 7, 12};
+  const int64_t* cuq = cu_q;
+  const int64_t* cukv = cu_kv;
+  simdattn_sdpa_options o;
+  explicit Varlen(Storage& s)
+      : q(s.at(Storage::kQ)), k(s.at(Storage::kK)), v(s.at(Storage::kV)), out(s.at(Storage::kOut)) {
+    simdattn_sdpa_options_init(&o);
+    o.kv_heads = 2;
+    o.causal = SIMDATTN_CAUSAL_BOTTOM_RIGHT;
+    o.lse = s.at(Storage::kLse);
+  }
+  simdattn_status Run() const {
+    return simdattn_sdpa_varlen(q, k, v, out, batch, heads, cuq, cukv, d_k, d_v, &o);
+  }
+};
 struct Mhsa {
   const float* x;
   float* y;
@@ -118,6 +137,7 @@ struct BadInput {
 #define SOFTMAX(...) [](Storage& s) { Softmax c(s); __VA_ARGS__; return c.Run(); }
 #define SDPA(...) [](Storage& s) { Sdpa c(s); __VA_ARGS__; return c.Run(); }
 #define MHSA(...) [](Storage& s) { Mhsa c(s); __VA_ARGS__; return c.Run(); }
+#define VARLEN(...) [](Storage& s) { Varlen c(s); __VA_ARGS__; return c.Run(); }
 constexpr simdattn_status kShape = SIMDATTN_ERR_BAD_SHAPE, kArg = SIMDATTN_ERR_BAD_ARGUMENT;
 constexpr simdattn_status kNull = SIMDATTN_ERR_NULL_POINTER;
 
@@ -310,6 +330,47 @@ const BadInput kBadInputs[] = {
      "options->causal must be 0, 1 or 2 (got 3)"},
     {"mhsa", "options->causal", "-1 (empty call)", MHSA(c.batch = 0; c.o.causal = -1), kArg,
      "options->causal must be 0, 1 or 2 (got -1)"},
+    // ---- simdattn_sdpa_varlen
+    {"sdpa_varlen", "batch", "-1", VARLEN(c.batch = -1), kShape, "batch must be >= 0 (got -1)"},
+    {"sdpa_varlen", "heads", "-4", VARLEN(c.heads = -4), kShape, "heads must be >= 0 (got -4)"},
+    {"sdpa_varlen", "d_k", "0", VARLEN(c.d_k = 0), kShape, "d_k must be >= 1 (got 0)"},
+    {"sdpa_varlen", "d_v", "-1", VARLEN(c.d_v = -1), kShape, "d_v must be >= 0 (got -1)"},
+    {"sdpa_varlen", "options->kv_heads", "3", VARLEN(c.o.kv_heads = 3), kShape,
+     "heads (4) must be a multiple of options->kv_heads (3)"},
+    {"sdpa_varlen", "cu_seqlens_q", "NULL", VARLEN(c.cuq = nullptr), kNull,
+     "cu_seqlens_q is NULL with batch = 2"},
+    {"sdpa_varlen", "cu_seqlens_kv", "NULL", VARLEN(c.cukv = nullptr), kNull,
+     "cu_seqlens_kv is NULL with batch = 2"},
+    {"sdpa_varlen", "cu_seqlens_q[0]", "1", VARLEN(c.cu_q[0] = 1), kShape,
+     "cu_seqlens_q[0] must be 0 (got 1)"},
+    {"sdpa_varlen", "cu_seqlens_kv", "decreasing", VARLEN(c.cu_kv[2] = 6), kShape,
+     "cu_seqlens_kv must be non-decreasing: cu_seqlens_kv[2] = 6 < cu_seqlens_kv[1] = 7"},
+    {"sdpa_varlen", "cu_seqlens_q", "INT64_MIN", VARLEN(c.cu_q[1] = INT64_MIN), kShape,
+     "cu_seqlens_q[1] = -9223372036854775808 < cu_seqlens_q[0] = 0"},
+    {"sdpa_varlen", "cu_seqlens_q[2]", "2^62 (overflow)", VARLEN(c.cu_q[2] = int64_t{1} << 62),
+     kShape, "q: its extent overflows int64"},
+    {"sdpa_varlen", "q", "NULL", VARLEN(c.q = nullptr), kNull, "q is NULL but has"},
+    {"sdpa_varlen", "out", "NULL", VARLEN(c.out = nullptr), kNull, "out is NULL but has"},
+    {"sdpa_varlen", "options->q_strides.seq", "-1", VARLEN(c.o.q_strides = {0, 8, -1}), kShape,
+     "q strides.seq must be >= 0 (got -1)"},
+    {"sdpa_varlen", "options->out_strides", "rows overlap", VARLEN(c.o.out_strides = {0, 6, 12}),
+     kArg, "out strides {0, 6, 12} make distinct rows overlap"},
+    {"sdpa_varlen", "out", "overlapping k", VARLEN(c.out = const_cast<float*>(c.k) + 8), kArg,
+     "out overlaps k"},
+    {"sdpa_varlen", "options->lse", "overlapping out", VARLEN(c.o.lse = c.out + 100), kArg,
+     "out overlaps options->lse"},
+    {"sdpa_varlen", "options->mask", "set", VARLEN(c.o.mask = s.at(Storage::kMask)), kArg,
+     "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_varlen", "options->kv_lens", "set", VARLEN(c.o.kv_lens = s.kv_lens), kArg,
+     "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_varlen", "options->weights", "set", VARLEN(c.o.weights = s.at(Storage::kWeights)),
+     kArg, "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_varlen", "options->struct_size", "8", VARLEN(c.o.struct_size = 8), kArg,
+     "options->struct_size must be >= 176"},
+    {"sdpa_varlen", "options->causal", "3 (batch 0)", VARLEN(c.batch = 0; c.o.causal = 3), kArg,
+     "options->causal must be 0, 1 or 2 (got 3)"},
+    {"sdpa_varlen", "options->window", "2", VARLEN(c.o.window = 2), kArg,
+     "options->window must be 0 or 1 (got 2)"},
     // ---- simdattn_set_num_threads
     {"set_num_threads", "n", "-1", [](Storage&) { return simdattn_set_num_threads(-1); }, kArg,
      "n must be in [0, SIMDATTN_MAX_THREADS = 4096] (0 = all hardware threads), got -1"},
@@ -329,6 +390,7 @@ TEST_CASE("bad-input matrix: exact status, message fragment, nothing written") {
     CheckOk(Softmax(s).Run());
     CheckOk(Sdpa(s).Run());
     CheckOk(Mhsa(s).Run());
+    CheckOk(Varlen(s).Run());
   }
   const int32_t threads = simdattn_get_num_threads();
   for (const BadInput& bad : kBadInputs) {
