@@ -252,8 +252,8 @@ SIMDATTN_API simdattn_status simdattn_sdpa(const float* q, const float* k, const
  * strides that make two rows overlap -> BAD_ARGUMENT; the 0.2 option errors above.
  * batch == 0 -> OK without reading cu_seqlens (NULL allowed).
  * One parallel schedule over all (sequence, kv head, query block) tasks, longest first: no
- * padding, no copies. Results are bitwise identical for any thread count, and equal to
- * simdattn_sdpa run on each sequence alone. */
+ * padding, no copies, no key split (a batch of long-context decode steps is better served by
+ * simdattn_sdpa per sequence). Results are bitwise identical for any thread count. */
 SIMDATTN_API simdattn_status simdattn_sdpa_varlen(
     const float* q, const float* k, const float* v, float* out, int64_t batch, int64_t heads,
     const int64_t* cu_seqlens_q, const int64_t* cu_seqlens_kv, int64_t d_k, int64_t d_v,
