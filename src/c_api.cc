@@ -532,19 +532,39 @@ void CheckSdpaOverlaps(Validator& val, const simdattn_sdpa_options& o, int64_t h
   }
 }
 
-// The variant fields of SdpaArgs from validated options.
-void SetSdpaVariants(const simdattn_sdpa_options& o, simdattn::SdpaArgs* a) {
-  a->window = o.window == 1;
-  a->window_left = o.window_left, a->window_right = o.window_right;
-  a->softcap = o.softcap;
-  a->alibi_slopes = o.alibi_slopes;
-  a->sinks = o.sinks;
-}
 
 simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
   simdattn::Strides4 s;
   s.batch = st.batch, s.head = st.head, s.seq = st.seq;
   return s;
+}
+
+struct SdpaSizes {
+  int64_t batch, heads, kv_heads, q_len, kv_len, d_k, d_v;
+};
+struct SdpaStrides {
+  simdattn_strides q, k, v, out;
+};
+
+// The SdpaArgs every attention entry point shares, from validated options, sizes and resolved
+// strides: scale (0 -> 1/sqrt(d_k)), causal, lse and the 0.2 variants. Buffers are the caller's.
+simdattn::SdpaArgs SdpaArgsOf(const simdattn_sdpa_options& o, const SdpaSizes& n,
+                              const SdpaStrides& st) {
+  simdattn::SdpaArgs a;
+  a.batch = n.batch, a.heads = n.heads, a.kv_heads = n.kv_heads, a.q_len = n.q_len;
+  a.kv_len = n.kv_len, a.d_k = n.d_k, a.d_v = n.d_v;
+  a.scale = o.scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(n.d_k)))
+                            : o.scale;
+  a.causal = o.causal;
+  a.q_s = ToStrides4(st.q), a.k_s = ToStrides4(st.k), a.v_s = ToStrides4(st.v);
+  a.out_s = ToStrides4(st.out);
+  a.lse = o.lse;
+  a.window = o.window == 1;
+  a.window_left = o.window_left, a.window_right = o.window_right;
+  a.softcap = o.softcap;
+  a.alibi_slopes = o.alibi_slopes;
+  a.sinks = o.sinks;
+  return a;
 }
 
 }  // namespace
@@ -625,16 +645,11 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   ZeroUnusedStrides(q_sizes, out_span, &os);
   ZeroUnusedStrides(q_sizes, mask_span, &ms);
 
-  simdattn::SdpaArgs a;
+  simdattn::SdpaArgs a = SdpaArgsOf(o, {batch, heads, kv_heads, q_len, kv_len, d_k, d_v},
+                                     {qs, ks, vs, os});
   a.q = q, a.k = k, a.v = v, a.out = out;
-  a.batch = batch, a.heads = heads, a.kv_heads = kv_heads, a.q_len = q_len, a.kv_len = kv_len;
-  a.d_k = d_k, a.d_v = d_v;
-  a.scale = o.scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_k))) : o.scale;
-  a.causal = o.causal;
-  a.q_s = ToStrides4(qs), a.k_s = ToStrides4(ks), a.v_s = ToStrides4(vs), a.out_s = ToStrides4(os);
   a.mask = o.mask, a.mask_s = ToStrides4(ms);
-  a.kv_lens = o.kv_lens, a.lse = o.lse, a.weights = o.weights;
-  SetSdpaVariants(o, &a);
+  a.kv_lens = o.kv_lens, a.weights = o.weights;
   return simdattn::Run("simdattn_sdpa", [&] { simdattn::Sdpa(a); });
 }
 
@@ -700,15 +715,10 @@ simdattn_status simdattn_sdpa_varlen(const float* q, const float* k, const float
   ZeroUnusedStrides(kv_sizes, v_span, &vs);
   ZeroUnusedStrides(q_sizes, out_span, &os);
 
-  simdattn::SdpaArgs a;
+  simdattn::SdpaArgs a = SdpaArgsOf(o, {batch, heads, kv_heads, max_q, max_kv, d_k, d_v},
+                                     {qs, ks, vs, os});
   a.q = q, a.k = k, a.v = v, a.out = out;
-  a.batch = batch, a.heads = heads, a.kv_heads = kv_heads, a.q_len = max_q, a.kv_len = max_kv;
-  a.d_k = d_k, a.d_v = d_v;
-  a.scale = o.scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_k))) : o.scale;
-  a.causal = o.causal;
-  a.q_s = ToStrides4(qs), a.k_s = ToStrides4(ks), a.v_s = ToStrides4(vs), a.out_s = ToStrides4(os);
-  a.cu_q = cu_seqlens_q, a.cu_kv = cu_seqlens_kv, a.lse = o.lse;
-  SetSdpaVariants(o, &a);
+  a.cu_q = cu_seqlens_q, a.cu_kv = cu_seqlens_kv;
   return simdattn::Run("simdattn_sdpa_varlen", [&] { simdattn::Sdpa(a); });
 }
 
