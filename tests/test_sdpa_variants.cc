@@ -8,6 +8,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "tests/sdpa_harness.h"
 
+#include <cfloat>
 #include <cstddef>
 #include <cstring>
 #include <functional>
@@ -232,6 +233,27 @@ TEST_CASE("variants: ALiBi with positions beyond 2^23 (exact integer distance)")
     SdpaRun run(c);
     CheckOk(run.Call());
     run.Check({0, 1, 76, 77, 78, (int64_t{1} << 22) + 1, c.q_len - kv_len, c.q_len - 1});
+  }
+}
+
+// Any finite cap > 0 is valid: a subnormal one (1 / cap overflows to inf), FLT_MIN, and caps so
+// large that 1 / cap is subnormal (the s / cap of the semantics must not lose more than a few
+// ulps). Every path: few keys, by rows, register tiles.
+TEST_CASE("variants: softcap extremes (subnormal, FLT_MIN, 1e30, FLT_MAX)") {
+  for (const float cap : {1e-40f, FLT_MIN, 1e-30f, 1e30f, FLT_MAX}) {
+    for (const int64_t kv_len : {5, 40}) {
+      for (const int64_t q_len : {2, 100}) {
+        SdpaCase c = Typical();
+        c.q_len = q_len, c.kv_len = kv_len, c.var.softcap = cap;
+        c.mask.present = false;
+        CAPTURE(c.Describe());
+        RunAndCheck(c);
+        // Scores that underflow to exactly 0 in float32 (|q k| ~ 1e-50): cap * tanh(0 / cap)
+        // is 0, whatever the cap.
+        c.qk_range = 1e-25f;
+        RunAndCheck(c);
+      }
+    }
   }
 }
 
