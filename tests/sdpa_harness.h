@@ -59,13 +59,12 @@ inline SdpaRowBounds BoundsFor(const SdpaRowResult& r, const SdpaProblem& p) {
   // The normaliser's terms: the live keys and the sink, counted like a key below.
   const int64_t live = r.Terms();
   const int64_t exp_ulps = static_cast<int64_t>(kExpUlps);
-  const double max_abs_logit = std::max(r.max_abs_logit, std::isinf(r.sink) ? 0.0 : std::fabs(r.sink));
   // E, the error of each logit s_j = scale * q.k_j + mask_j:
   //   the d_k-term dot product in any order, the product with scale, and scale's own rounding
   //   when it defaults to 1/sqrt(d_k): gamma_{d_k+2} * scale * sum_t |q_t k_jt|;
   //   adding the mask (u |s_j|), subtracting the running max (u |s_j - m| <= 2u max|s|) and a
   //   log2(e) folded into exp's argument (another 2u max|s|): 5u max|s|; and the variants'.
-  const double logit = Gamma(p.d_k + 2) * r.max_abs_dot + 5.0 * kU * max_abs_logit +
+  const double logit = Gamma(p.d_k + 2) * r.max_abs_dot + 5.0 * kU * r.MaxAbsTerm() +
                        VariantLogitError(r, p);
   // Relative error of each weight p_j = e^{s_j} / sum_i e^{s_i}:
   //   logits off by <= E move the numerator and the normaliser by e^{+-E} each: 2E;
@@ -363,7 +362,8 @@ struct WorstRatios {
     for (int64_t i = 0; i < ref.want.rows; ++i) {
       for (int64_t j = 0; j < ref.want.cols; ++j) {
         const double w = ref.want(i, j), b = ref.bound(i, j);
-        if (b > 0.0 && !std::isnan(w)) *worst = std::max(*worst, std::fabs(got[i * ld + j] - w) / b);
+        if (b == 0.0 || std::isnan(w)) continue;
+        *worst = std::max(*worst, std::fabs(got[i * ld + j] - w) / b);
       }
     }
   }

@@ -70,6 +70,10 @@ struct SdpaRowResult {
   double max_abs_bias = 0.0;
   // Terms of the normaliser: live keys plus a finite sink. 0: fully masked.
   int64_t Terms() const { return live_keys + (std::isinf(sink) ? 0 : 1); }
+  // max |s| over the live keys and a finite sink (the terms the running max is taken over).
+  double MaxAbsTerm() const {
+    return std::max(max_abs_logit, std::isinf(sink) ? 0.0 : std::fabs(sink));
+  }
 };
 
 // Contiguous [batch, heads, seq, d] strides.

@@ -34,8 +34,10 @@ std::vector<float> PerHead(int64_t heads, std::initializer_list<float> values) {
 void SetWindow(SdpaCase* c, int64_t left, int64_t right) {
   c->var.window = true, c->var.window_left = left, c->var.window_right = right;
 }
-// ALiBi slopes as BLOOM's 2^(-8 h / heads), with a 0 and a negative slope mixed in.
-void SetAlibi(SdpaCase* c) { c->var.alibi_slopes = PerHead(c->heads, {0.5f, 0.0f, 0.125f, -0.25f, 0.03125f}); }
+// ALiBi slopes of BLOOM's kind (powers of 2 below 1), with a 0 and a negative slope mixed in.
+void SetAlibi(SdpaCase* c) {
+  c->var.alibi_slopes = PerHead(c->heads, {0.5f, 0.0f, 0.125f, -0.25f, 0.03125f});
+}
 // Sinks of moderate size, a dominant one and -inf (no sink for that head).
 void SetSinks(SdpaCase* c) { c->var.sinks = PerHead(c->heads, {0.5f, -kInf, 3.0f, -2.0f, 8.0f}); }
 // Gemma 2's attention softcap is 50 on logits of tens; here a cap of a few units on logits of
@@ -57,8 +59,8 @@ const Variant kVariants[] = {
     {"all four", [](SdpaCase* c) { SetWindow(c, 6, 3), SetSoftcap(c), SetAlibi(c), SetSinks(c); }},
 };
 
-// Runs every variant on the cases `make` yields (one per call with n = 0, 1, ...; nullopt-like
-// false ends) and reports each variant's worst error relative to its bound.
+// Runs every variant on the cases `make` fills (called with n = 0, 1, ... until it returns
+// false) and reports each variant's worst error relative to its bound.
 void ForEachVariant(const char* what, const std::function<bool(int, SdpaCase*)>& make) {
   for (const Variant& v : kVariants) {
     WorstRatios::Get().Reset();
@@ -69,7 +71,8 @@ void ForEachVariant(const char* what, const std::function<bool(int, SdpaCase*)>&
       RunAndCheck(c);
       ++cases;
     }
-    MESSAGE(std::string(what), " | ", std::string(v.name), " | ", cases, " cases | ", WorstRatios::Get().Text());
+    MESSAGE(std::string(what), " | ", std::string(v.name), " | ", cases, " cases | ",
+            WorstRatios::Get().Text());
   }
 }
 
@@ -179,7 +182,7 @@ void CheckNoKeyRow(const SdpaRun& run, int64_t b, int64_t h, int64_t i, float ls
 }
 
 TEST_CASE("variants: rows that see no key give out 0 and lse = the sink (-inf: lse -inf)") {
-  for (const int64_t kv_len : {9, 40}) {  // few keys on AVX2 and SSE4, the blocked path
+  for (const int64_t kv_len : {0, 9, 40}) {  // no keys at all, few keys (AVX2, SSE4), blocked
     SdpaCase c = Typical();
     c.kv_len = kv_len, c.q_len = kv_len + 10, c.causal = SIMDATTN_CAUSAL_BOTTOM_RIGHT;
     c.mask.present = c.mask.first_row_neg_inf = true;  // query 0 masked, and rows < 10 causal

@@ -306,8 +306,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         double out_bound = 0, lse_bound = 0, w_rel = 0;
         if (r.Terms() > 0) {
           const double live = static_cast<double>(r.Terms());
-          const double max_s = std::max(r.max_abs_logit, std::isinf(r.sink) ? 0.0 : std::fabs(r.sink));
-          double logit = Gamma(double(d_k) + 2) * r.max_abs_dot + 5 * u * max_s;
+          double logit = Gamma(double(d_k) + 2) * r.max_abs_dot + 5 * u * r.MaxAbsTerm();
           if (p.softcap > 0) logit += 2 * u * r.max_abs_dot + 9 * u * p.softcap;
           if (p.alibi_slopes != nullptr) logit += u * r.max_abs_dot + 2 * u * r.max_abs_bias;
           const double rel = 2 * logit + 4 * u + 2 * Gamma(live * 3) + Gamma(live) + 2 * u;
