@@ -30,6 +30,9 @@ struct Storage {
   std::vector<float> f = RandomFloats(kEnd, 99);
   uint8_t kpm[6] = {0, 0, 1, 0, 0, 0};
   int64_t kv_lens[2] = {7, 3};
+  // sdpa 0.2: ALiBi slopes and sinks of up to 12 query heads (valid: finite; sinks also -inf).
+  float slopes[12] = {0.5f, 0.25f, 0.0f, -0.125f, 1, 2, 3, 4, 5, 6, 7, 8};
+  float sinks[12] = {0.5f, -kInf, 3.0f, -2.0f, 1, 2, 3, 4, 5, 6, 7, 8};
   Storage() { std::fill(f.begin() + kOutputs, f.end(), Sentinel()); }
   float* at(int64_t o) { return f.data() + o; }
 };
@@ -286,6 +289,45 @@ const BadInput kBadInputs[] = {
      "overlaps options->lse"},
     {"sdpa", "options->weights", "overlapping lse", SDPA(c.o.weights = s.at(Storage::kLse + 39)),
      kArg, "options->lse overlaps options->weights"},
+    // The 0.2 fields (window, softcap, alibi_slopes, sinks).
+    {"sdpa", "options->window", "2", SDPA(c.o.window = 2), kArg,
+     "options->window must be 0 or 1 (got 2)"},
+    {"sdpa", "options->window", "-1", SDPA(c.o.window = -1), kArg,
+     "options->window must be 0 or 1 (got -1)"},
+    {"sdpa", "options->window", "2 (empty call)", SDPA(c.batch = 0; c.o.window = 2), kArg,
+     "options->window must be 0 or 1 (got 2)"},
+    {"sdpa", "options->window_left", "-1", SDPA(c.o.window = 1; c.o.window_left = -1), kArg,
+     "options->window_left must be >= 0 (got -1)"},
+    {"sdpa", "options->window_left", "INT64_MIN",
+     SDPA(c.o.window = 1; c.o.window_left = INT64_MIN), kArg,
+     "options->window_left must be >= 0 (got -9223372036854775808)"},
+    {"sdpa", "options->window_right", "-1 with window 1",
+     SDPA(c.o.window = 1; c.o.window_left = 3; c.o.window_right = -1), kArg,
+     "options->window_right must be >= 0 (got -1)"},
+    {"sdpa", "options->softcap", "NaN", SDPA(c.o.softcap = kNaN), kArg,
+     "options->softcap must be finite and >= 0 (0 = off), got nan"},
+    {"sdpa", "options->softcap", "+inf", SDPA(c.o.softcap = kInf), kArg,
+     "options->softcap must be finite and >= 0 (0 = off), got inf"},
+    {"sdpa", "options->softcap", "-1", SDPA(c.o.softcap = -1.0f), kArg,
+     "options->softcap must be finite and >= 0 (0 = off), got -1"},
+    {"sdpa", "options->alibi_slopes", "[11] = NaN",
+     SDPA(c.heads = 12; c.q_len = 1; c.o.alibi_slopes = s.slopes; s.slopes[11] = kNaN), kArg,
+     "options->alibi_slopes[11] = nan"},
+    {"sdpa", "options->alibi_slopes", "[3] = +inf",
+     SDPA(c.o.alibi_slopes = s.slopes; s.slopes[3] = kInf), kArg, "options->alibi_slopes[3] = inf"},
+    {"sdpa", "options->alibi_slopes", "[0] = -inf",
+     SDPA(c.o.alibi_slopes = s.slopes; s.slopes[0] = -kInf), kArg,
+     "options->alibi_slopes[0] = -inf"},
+    {"sdpa", "options->sinks", "[2] = NaN", SDPA(c.o.sinks = s.sinks; s.sinks[2] = kNaN), kArg,
+     "options->sinks[2] = nan"},
+    {"sdpa", "options->sinks", "[9] = +inf",
+     SDPA(c.heads = 12; c.q_len = 1; c.o.sinks = s.sinks; s.sinks[9] = kInf), kArg,
+     "options->sinks[9] = inf"},
+    {"sdpa", "options->lse", "overlapping alibi_slopes",
+     SDPA(c.o.alibi_slopes = s.slopes; c.o.lse = s.slopes + 2), kArg,
+     "options->lse overlaps options->alibi_slopes"},
+    {"sdpa", "out", "overlapping sinks", SDPA(c.o.sinks = s.sinks; c.out = s.sinks + 3), kArg,
+     "out overlaps options->sinks"},
     // ---- simdattn_mhsa
     {"mhsa", "seq_len", "-1", MHSA(c.seq = -1), kShape, "seq_len must be >= 0 (got -1)"},
     {"mhsa", "batch", "-2", MHSA(c.batch = -2), kShape, "batch must be >= 0 (got -2)"},
@@ -411,6 +453,29 @@ TEST_CASE("bad-input matrix: exact status, message fragment, nothing written") {
     CHECK(simdattn_get_num_threads() == threads);
   }
   MESSAGE(std::size(kBadInputs), " bad-input cases");
+}
+
+// Values at the edge of the 0.2 fields' domains that are valid (so the rows above fail for
+// their one bad value): negative sides with the window off, a -inf sink, slopes 0 and negative,
+// huge sides, 12 heads of slopes and sinks.
+TEST_CASE("sdpa 0.2 fields: edge values that are accepted") {
+  const std::function<void(Sdpa&)> accepted[] = {
+      [](Sdpa& c) { c.o.window = 0, c.o.window_left = -1, c.o.window_right = INT64_MIN; },
+      [](Sdpa& c) { c.o.window = 1, c.o.window_left = INT64_MAX, c.o.window_right = INT64_MAX; },
+      [](Sdpa& c) { c.o.window = 1, c.o.window_left = 0, c.o.window_right = 0; },
+      [](Sdpa& c) { c.o.softcap = 0.0f; },
+      [](Sdpa& c) { c.o.softcap = 1e-30f; },
+      [](Sdpa& c) { c.heads = 12, c.q_len = 1; },
+  };
+  for (size_t n = 0; n < std::size(accepted); ++n) {
+    INFO("accepted case ", n);
+    Storage s;
+    Sdpa c(s);
+    c.o.alibi_slopes = s.slopes, c.o.sinks = s.sinks;  // sinks[1] = -inf, slopes 0 and < 0
+    accepted[n](c);
+    CheckOk(c.Run());
+    CHECK(!std::isnan(s.f[Storage::kOut]));
+  }
 }
 
 }  // namespace
