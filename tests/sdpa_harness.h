@@ -20,8 +20,9 @@ constexpr double kU = kUnitRoundoff32;
 constexpr float kNegInf = -kInf;
 // Highway's Log: "Max Error: ULP = 4" (hwy/contrib/math/math-inl.h); one ULP <= 2u relative.
 constexpr double kLogUlps = 4.0;
-// Highway's Tanh (the softcap): "Max Error: ULP = 4" (hwy/contrib/math/math-inl.h).
-constexpr double kTanhUlps = 4.0;
+// The softcap's tanh (TanhRational, src/kernels/attention-inl.h): at most 4.9 ulp, measured over
+// every float in [0.0004, 20] against double tanh (below 0.0004 it returns x: under 1 ulp).
+constexpr double kTanhUlps = 5.0;
 // Factor on the first-order bounds below. It covers a kernel whose exp and log are a little less
 // accurate than Highway's documented ones (exp2 with a folded log2(e), a scalar log); every
 // rounding it does is already counted without it.

@@ -390,7 +390,10 @@ void FewKeysQuery(const SdpaArgs& a, int64_t b, int64_t h, int64_t i, int64_t hi
   const DF d;
   const VF key = hn::Iota(d, 0.0f);
   const int64_t pos = i + offset;
-  if (a.softcap > 0.0f) s = Softcap(d, s, hn::Set(d, a.softcap), hn::Set(d, 1.0f / a.softcap));
+  if (a.softcap > 0.0f) {
+    const bool tiny = TinyCap(a.softcap);
+    s = Softcap(d, s, hn::Set(d, a.softcap), hn::Set(d, tiny ? 0.0f : 1.0f / a.softcap), tiny);
+  }
   if (a.alibi_slopes != nullptr && std::abs(pos) < kAlibiExactLimit) {
     const VF dist = hn::Abs(hn::Sub(key, hn::Set(d, static_cast<float>(pos))));
     s = hn::NegMulAdd(hn::Set(d, a.alibi_slopes[h]), dist, s);
