@@ -140,6 +140,7 @@ enum {
 };
 
 typedef struct simdattn_sdpa_options {
+  /* version 0.1 fields (sizeof 176 on x86-64) */
   size_t struct_size;            /* sizeof(simdattn_sdpa_options); lets the struct grow */
   float scale;                   /* 0 -> 1/sqrt(d_k); else finite and > 0 */
   int32_t causal;                /* SIMDATTN_CAUSAL_* */
@@ -155,12 +156,58 @@ typedef struct simdattn_sdpa_options {
                                     -inf for a fully masked row */
   float* weights;                /* optional out [batch, heads, q_len, kv_len] (contiguous): the
                                     probabilities, materialised on request only */
+  /* version 0.2 fields (sizeof 216 on x86-64) */
+  int32_t window;                /* 0: off. 1: key j visible to query i only if
+                                    d_i - window_left <= j <= d_i + window_right */
+  float softcap;                 /* 0: off. finite > 0: s = softcap * tanh(s / softcap) */
+  int64_t window_left;           /* >= 0 when window == 1 */
+  int64_t window_right;          /* >= 0 when window == 1 */
+  const float* alibi_slopes;     /* optional [heads], finite: s -= alibi_slopes[h] * |j - d_i| */
+  const float* sinks;            /* optional [heads], finite or -inf: a logit that joins the
+                                    normaliser of every row of query head h and has no value */
 } simdattn_sdpa_options;
 
-/* Fills defaults: struct_size = sizeof, everything else 0 / NULL. */
+/* The size of the first (0.1) layout: the smallest struct_size accepted. */
+enum { SIMDATTN_SDPA_OPTIONS_SIZE_0_1 = 176 };
+
+/* Fills defaults: struct_size = sizeof, everything else 0 / NULL.
+ * struct_size >= SIMDATTN_SDPA_OPTIONS_SIZE_0_1 is accepted by every function that takes these
+ * options (larger than this header's sizeof too). A field is read only if it ends at or before
+ * struct_size; bytes at or past struct_size are never read, and a missing field reads as 0 /
+ * NULL (a caller that fills a 0.1 struct itself keeps working). struct_size below the 0.1 size
+ * -> BAD_ARGUMENT. ABI: a binary built against 0.1 binds the 0.1 initialiser (symbol version
+ * SIMDATTN_0.1), which writes 176 bytes with struct_size = 176; code built against this header,
+ * and a lookup by name (dlsym, ctypes), get this one (SIMDATTN_0.2: 216 bytes). */
 SIMDATTN_API void simdattn_sdpa_options_init(simdattn_sdpa_options* options);
 
-/* out = softmax(q k^T * scale + mask) v, per batch b and head h.
+/* Exact semantics, per batch entry b, query head h, query i, key j (simdattn_sdpa and
+ * simdattn_sdpa_varlen):
+ *   kv_len_b = kv_lens ? kv_lens[b] : kv_len      (varlen: the sequence's key count)
+ *   q_len_b  = q_len                               (varlen: the sequence's query count)
+ *   d_i      = i                       if causal == SIMDATTN_CAUSAL_TOP_LEFT
+ *            = i + kv_len_b - q_len_b  otherwise (the queries are the last q_len_b positions
+ *                                      of the keys: the KV-cache convention)
+ *   visible  = j < kv_len_b
+ *              && (causal == NONE || j <= d_i)
+ *              && (window == 0 || d_i - window_left <= j <= d_i + window_right)
+ *   s        = scale * dot(q_i, k_j)
+ *              then, if softcap > 0: s = softcap * tanh(s / softcap)
+ *              then, if alibi_slopes: s -= alibi_slopes[h] * |j - d_i|
+ *              then, if mask:         s += mask[b, h, i, j]
+ *   Z        = sum over visible j of exp(s) + (sinks ? exp(sinks[h]) : 0)
+ *   out_i    = sum over visible j of exp(s) / Z * v_j;  lse_i = log Z;
+ *   weights  = exp(s) / Z for visible j, else 0.
+ *   Z == 0 (nothing visible and no sink, or sink -inf): out 0, lse -inf, weights 0.
+ * window_left/right are ignored when window == 0; with window == 1 any side in [0, INT64_MAX]
+ * is valid (a side past the sequence bounds nothing). Windowed queries visit only the key
+ * blocks their window reaches: the cost is proportional to the window. ALiBi: any finite slope
+ * (0 and negative included); the bias is slope * |j - d_i| from the exact integer distance.
+ * Errors added by the 0.2 fields: window not 0/1, window == 1 with a negative side, softcap
+ * NaN/inf/< 0, a non-finite alibi slope, a NaN or +inf sink -> BAD_ARGUMENT; last_error()
+ * names the array and index, e.g. "options->alibi_slopes[11] = nan". */
+
+/* out = softmax(q k^T * scale + mask) v, per batch b and head h, with the variants of the
+ * options (window, softcap, ALiBi, sinks) as the exact semantics above define.
  * q [batch, heads, q_len, d_k], k [batch, kv_heads, kv_len, d_k], v [batch, kv_heads, kv_len, d_v],
  * out [batch, heads, q_len, d_v]; each strided by its options strides (all three zero ->
  * contiguous in that order). options NULL -> defaults.
@@ -187,6 +234,30 @@ SIMDATTN_API simdattn_status simdattn_sdpa(const float* q, const float* k, const
                                            float* out, int64_t batch, int64_t heads,
                                            int64_t q_len, int64_t kv_len, int64_t d_k,
                                            int64_t d_v, const simdattn_sdpa_options* options);
+
+/* Ragged batches, packed token-major ("THD", flash-attn's varlen layout): sequence b is the
+ * independent problem of query rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1 (q_len_b of them)
+ * against keys cu_seqlens_kv[b] .. cu_seqlens_kv[b+1]-1 (kv_len_b), with the semantics above.
+ * q [total_q, heads, d_k], k [total_kv, kv_heads, d_k], v [total_kv, kv_heads, d_v],
+ * out [total_q, heads, d_v]; total_q = cu_seqlens_q[batch], total_kv = cu_seqlens_kv[batch];
+ * kv_heads = options->kv_heads (0 -> heads). cu_seqlens_*: [batch + 1], cu[0] == 0,
+ * non-decreasing. options NULL -> defaults.
+ * Strides: options' q/k/v/out_strides .seq = token stride, .head = head stride, .batch ignored;
+ * a tensor whose .seq and .head are both 0 is packed ([tokens, heads, d] contiguous).
+ * options->lse, if set: [total_q, heads] contiguous. d_v == 0 still writes lse.
+ * options->mask, ->kv_lens and ->weights must be NULL (else BAD_ARGUMENT).
+ * Errors: batch < 0, cu[0] != 0, decreasing cu, negative sizes or strides, d_k < 1, kv_heads < 0
+ * or not dividing heads, int64 overflow -> BAD_SHAPE; NULL cu_seqlens with batch > 0, NULL
+ * q/k/v/out with elements -> NULL_POINTER; out or lse overlapping q/k/v or each other, out
+ * strides that make two rows overlap -> BAD_ARGUMENT; the 0.2 option errors above.
+ * batch == 0 -> OK without reading cu_seqlens (NULL allowed).
+ * One parallel schedule over all (sequence, kv head, query block) tasks, longest first: no
+ * padding, no copies, no key split (a batch of long-context decode steps is better served by
+ * simdattn_sdpa per sequence). Results are bitwise identical for any thread count. */
+SIMDATTN_API simdattn_status simdattn_sdpa_varlen(
+    const float* q, const float* k, const float* v, float* out, int64_t batch, int64_t heads,
+    const int64_t* cu_seqlens_q, const int64_t* cu_seqlens_kv, int64_t d_k, int64_t d_v,
+    const simdattn_sdpa_options* options);
 
 /* ------------------------------------------------------------------ multi-head self-attention */
 

@@ -9,6 +9,7 @@
 #include <utility>
 #include <cstdarg>
 #include <cstdio>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <exception>
@@ -426,38 +427,73 @@ void ZeroUnusedStrides(const int64_t sizes[3], int64_t span, simdattn_strides* s
   if (span == 0 || sizes[2] <= 1) st->seq = 0;
 }
 
-simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
-  simdattn::Strides4 s;
-  s.batch = st.batch, s.head = st.head, s.seq = st.seq;
-  return s;
-}
-
-}  // namespace
-
-extern "C" {
-
-void simdattn_sdpa_options_init(simdattn_sdpa_options* options) {
-  if (options == nullptr) return;
-  *options = simdattn_sdpa_options{};
-  options->struct_size = sizeof(simdattn_sdpa_options);
-}
-
-simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, float* out,
-                              int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
-                              int64_t d_k, int64_t d_v, const simdattn_sdpa_options* options) {
-  Validator val("simdattn_sdpa");
-  simdattn_sdpa_options o;
-  simdattn_sdpa_options_init(&o);
-  if (options != nullptr) {
-    val.Require(options->struct_size >= sizeof(simdattn_sdpa_options), SIMDATTN_ERR_BAD_ARGUMENT,
-                 "options->struct_size (%zu) is smaller than sizeof(simdattn_sdpa_options) (%zu): "
-                 "call simdattn_sdpa_options_init",
-                 options->struct_size, sizeof(simdattn_sdpa_options));
-    if (!val.ok()) return val.status();
-    o = *options;
+// The caller's options as this library's struct: the fields that end at or before struct_size,
+// the rest 0 / NULL (defaults). Bytes at or past struct_size are never read.
+simdattn_sdpa_options ReadSdpaOptions(Validator& val, const simdattn_sdpa_options* options) {
+  simdattn_sdpa_options o{};
+  o.struct_size = sizeof(o);
+  if (options == nullptr) return o;
+  const size_t size = options->struct_size;
+  val.Require(size >= SIMDATTN_SDPA_OPTIONS_SIZE_0_1, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->struct_size must be >= %d (the 0.1 layout; call "
+              "simdattn_sdpa_options_init), got %zu",
+              SIMDATTN_SDPA_OPTIONS_SIZE_0_1, size);
+  if (!val.ok()) return o;
+  // Field ends of the 0.2 layout, in order: copy up to the last one that fits.
+  static const size_t kEnds[] = {
+      SIMDATTN_SDPA_OPTIONS_SIZE_0_1,
+      offsetof(simdattn_sdpa_options, window) + sizeof(o.window),
+      offsetof(simdattn_sdpa_options, softcap) + sizeof(o.softcap),
+      offsetof(simdattn_sdpa_options, window_left) + sizeof(o.window_left),
+      offsetof(simdattn_sdpa_options, window_right) + sizeof(o.window_right),
+      offsetof(simdattn_sdpa_options, alibi_slopes) + sizeof(o.alibi_slopes),
+      sizeof(simdattn_sdpa_options)};
+  static_assert(offsetof(simdattn_sdpa_options, window) == SIMDATTN_SDPA_OPTIONS_SIZE_0_1,
+                "the 0.2 fields follow the 0.1 layout");
+  size_t copy = 0;
+  for (size_t end : kEnds) {
+    if (end <= size) copy = end;
   }
-  val.NonNegative(batch, "batch").NonNegative(heads, "heads").NonNegative(q_len, "q_len");
-  val.NonNegative(kv_len, "kv_len").NonNegative(d_v, "d_v");
+  std::memcpy(static_cast<void*>(&o), options, copy);
+  o.struct_size = size;
+  return o;
+}
+
+// The 0.2 variant fields: flags, sides and scalars (before the empty-problem shortcut).
+void CheckSdpaVariants(Validator& val, const simdattn_sdpa_options& o) {
+  val.Require(o.window == 0 || o.window == 1, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->window must be 0 or 1 (got %d)", static_cast<int>(o.window));
+  if (o.window == 1) {
+    val.Require(o.window_left >= 0, SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->window_left must be >= 0 (got %lld)", static_cast<long long>(o.window_left));
+    val.Require(o.window_right >= 0, SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->window_right must be >= 0 (got %lld)",
+                static_cast<long long>(o.window_right));
+  }
+  val.Require(std::isfinite(o.softcap) && o.softcap >= 0.0f, SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->softcap must be finite and >= 0 (0 = off), got %g",
+              static_cast<double>(o.softcap));
+}
+
+// Every ALiBi slope and sink of the `heads` query heads (read only for a non-empty problem).
+void CheckSdpaPerHead(Validator& val, const simdattn_sdpa_options& o, int64_t heads) {
+  for (int64_t h = 0; o.alibi_slopes != nullptr && h < heads && val.ok(); ++h) {
+    val.Require(std::isfinite(o.alibi_slopes[h]), SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->alibi_slopes[%lld] = %g: slopes must be finite",
+                static_cast<long long>(h), static_cast<double>(o.alibi_slopes[h]));
+  }
+  for (int64_t h = 0; o.sinks != nullptr && h < heads && val.ok(); ++h) {
+    val.Require(!std::isnan(o.sinks[h]) && o.sinks[h] != HUGE_VALF, SIMDATTN_ERR_BAD_ARGUMENT,
+                "options->sinks[%lld] = %g: sinks must be finite or -inf",
+                static_cast<long long>(h), static_cast<double>(o.sinks[h]));
+  }
+}
+
+// d_k, d_v, kv_heads and the options' flags and scalars shared by simdattn_sdpa and
+// simdattn_sdpa_varlen; returns kv_heads resolved (0 -> heads).
+int64_t CheckSdpaScalars(Validator& val, const simdattn_sdpa_options& o, int64_t heads,
+                         int64_t d_k, int64_t d_v) {
+  val.NonNegative(d_v, "d_v");
   val.Require(d_k >= 1, SIMDATTN_ERR_BAD_SHAPE, "d_k must be >= 1 (got %lld): the scale is undefined",
               static_cast<long long>(d_k));
   val.NonNegative(o.kv_heads, "options->kv_heads");
@@ -471,6 +507,95 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   val.Require(std::isfinite(o.scale) && o.scale >= 0.0f, SIMDATTN_ERR_BAD_ARGUMENT,
               "options->scale must be finite and >= 0 (0 = 1/sqrt(d_k)), got %g",
               static_cast<double>(o.scale));
+  CheckSdpaVariants(val, o);
+  return kv_heads;
+}
+
+// A buffer of n floats, by name.
+struct Named {
+  const void* p;
+  int64_t n;
+  const char* name;
+};
+
+// No output overlaps an input (those given plus the slopes and sinks) or another output.
+void CheckSdpaOverlaps(Validator& val, const simdattn_sdpa_options& o, int64_t heads,
+                       std::initializer_list<Named> inputs, std::initializer_list<Named> outputs) {
+  const Named per_head[] = {{o.alibi_slopes, o.alibi_slopes ? heads : 0, "options->alibi_slopes"},
+                            {o.sinks, o.sinks ? heads : 0, "options->sinks"}};
+  for (const Named& w : outputs) {
+    for (const Named& r : inputs) val.NoOverlap(w.p, w.n, w.name, r.p, r.n, r.name);
+    for (const Named& r : per_head) val.NoOverlap(w.p, w.n, w.name, r.p, r.n, r.name);
+  }
+  for (auto w = outputs.begin(); w != outputs.end(); ++w) {
+    for (auto r = w + 1; r != outputs.end(); ++r) val.NoOverlap(w->p, w->n, w->name, r->p, r->n, r->name);
+  }
+}
+
+
+simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
+  simdattn::Strides4 s;
+  s.batch = st.batch, s.head = st.head, s.seq = st.seq;
+  return s;
+}
+
+struct SdpaSizes {
+  int64_t batch, heads, kv_heads, q_len, kv_len, d_k, d_v;
+};
+struct SdpaStrides {
+  simdattn_strides q, k, v, out;
+};
+
+// The SdpaArgs every attention entry point shares, from validated options, sizes and resolved
+// strides: scale (0 -> 1/sqrt(d_k)), causal, lse and the 0.2 variants. Buffers are the caller's.
+simdattn::SdpaArgs SdpaArgsOf(const simdattn_sdpa_options& o, const SdpaSizes& n,
+                              const SdpaStrides& st) {
+  simdattn::SdpaArgs a;
+  a.batch = n.batch, a.heads = n.heads, a.kv_heads = n.kv_heads, a.q_len = n.q_len;
+  a.kv_len = n.kv_len, a.d_k = n.d_k, a.d_v = n.d_v;
+  a.scale = o.scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(n.d_k)))
+                            : o.scale;
+  a.causal = o.causal;
+  a.q_s = ToStrides4(st.q), a.k_s = ToStrides4(st.k), a.v_s = ToStrides4(st.v);
+  a.out_s = ToStrides4(st.out);
+  a.lse = o.lse;
+  a.window = o.window == 1;
+  a.window_left = o.window_left, a.window_right = o.window_right;
+  a.softcap = o.softcap;
+  a.alibi_slopes = o.alibi_slopes;
+  a.sinks = o.sinks;
+  return a;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Two initialisers behind one name (GNU symbol versions, src/simdattn.map): binaries built
+// against 0.1 bind SIMDATTN_0.1 and get a 176-byte struct; everything newer (and dlsym) gets
+// the default SIMDATTN_0.2, this header's size.
+SIMDATTN_API void sdpa_options_init_0_2(simdattn_sdpa_options* options) {
+  if (options == nullptr) return;
+  *options = simdattn_sdpa_options{};
+  options->struct_size = sizeof(simdattn_sdpa_options);
+}
+SIMDATTN_API void sdpa_options_init_0_1(simdattn_sdpa_options* options) {
+  if (options == nullptr) return;
+  std::memset(static_cast<void*>(options), 0, SIMDATTN_SDPA_OPTIONS_SIZE_0_1);
+  options->struct_size = SIMDATTN_SDPA_OPTIONS_SIZE_0_1;
+}
+__asm__(".symver sdpa_options_init_0_1, simdattn_sdpa_options_init@SIMDATTN_0.1");
+__asm__(".symver sdpa_options_init_0_2, simdattn_sdpa_options_init@@SIMDATTN_0.2");
+
+simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, float* out,
+                              int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
+                              int64_t d_k, int64_t d_v, const simdattn_sdpa_options* options) {
+  Validator val("simdattn_sdpa");
+  const simdattn_sdpa_options o = ReadSdpaOptions(val, options);
+  if (!val.ok()) return val.status();
+  val.NonNegative(batch, "batch").NonNegative(heads, "heads").NonNegative(q_len, "q_len");
+  val.NonNegative(kv_len, "kv_len");
+  const int64_t kv_heads = CheckSdpaScalars(val, o, heads, d_k, d_v);
   if (!val.ok()) return val.status();
   const int64_t q_sizes[3] = {batch, heads, q_len}, kv_sizes[3] = {batch, kv_heads, kv_len};
   simdattn_strides qs = ResolveStrides(o.q_strides, heads, q_len, d_k);
@@ -504,23 +629,12 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
                   static_cast<long long>(kv_len));
     }
   }
+  CheckSdpaPerHead(val, o, heads);
   val.RowsDisjoint(q_sizes, os, d_v, "out");
-  const int64_t lse_span = lse_n, w_span = weights_n;
-  struct Named {
-    const void* p;
-    int64_t n;
-    const char* name;
-  };
-  const Named inputs[] = {{q, q_span, "q"}, {k, k_span, "k"}, {v, v_span, "v"},
-                          {o.mask, mask_span, "options->mask"}};
-  const Named outputs[] = {{out, out_span, "out"}, {o.lse, lse_span, "options->lse"},
-                           {o.weights, w_span, "options->weights"}};
-  for (const Named& w : outputs) {
-    for (const Named& r : inputs) val.NoOverlap(w.p, w.n, w.name, r.p, r.n, r.name);
-  }
-  val.NoOverlap(out, out_span, "out", o.lse, lse_span, "options->lse");
-  val.NoOverlap(out, out_span, "out", o.weights, w_span, "options->weights");
-  val.NoOverlap(o.lse, lse_span, "options->lse", o.weights, w_span, "options->weights");
+  CheckSdpaOverlaps(val, o, heads, {{q, q_span, "q"}, {k, k_span, "k"}, {v, v_span, "v"},
+                                    {o.mask, mask_span, "options->mask"}},
+                    {{out, out_span, "out"}, {o.lse, lse_n, "options->lse"},
+                     {o.weights, weights_n, "options->weights"}});
   if (!val.ok()) return val.status();
   // The ops form row addresses of every tensor from its strides: strides of a dimension of size 1
   // and of a tensor without elements (d_v = 0, kv_len = 0, no mask) do not matter to the result
@@ -531,16 +645,81 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   ZeroUnusedStrides(q_sizes, out_span, &os);
   ZeroUnusedStrides(q_sizes, mask_span, &ms);
 
-  simdattn::SdpaArgs a;
+  simdattn::SdpaArgs a = SdpaArgsOf(o, {batch, heads, kv_heads, q_len, kv_len, d_k, d_v},
+                                     {qs, ks, vs, os});
   a.q = q, a.k = k, a.v = v, a.out = out;
-  a.batch = batch, a.heads = heads, a.kv_heads = kv_heads, a.q_len = q_len, a.kv_len = kv_len;
-  a.d_k = d_k, a.d_v = d_v;
-  a.scale = o.scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_k))) : o.scale;
-  a.causal = o.causal;
-  a.q_s = ToStrides4(qs), a.k_s = ToStrides4(ks), a.v_s = ToStrides4(vs), a.out_s = ToStrides4(os);
   a.mask = o.mask, a.mask_s = ToStrides4(ms);
-  a.kv_lens = o.kv_lens, a.lse = o.lse, a.weights = o.weights;
+  a.kv_lens = o.kv_lens, a.weights = o.weights;
   return simdattn::Run("simdattn_sdpa", [&] { simdattn::Sdpa(a); });
+}
+
+simdattn_status simdattn_sdpa_varlen(const float* q, const float* k, const float* v, float* out,
+                                     int64_t batch, int64_t heads, const int64_t* cu_seqlens_q,
+                                     const int64_t* cu_seqlens_kv, int64_t d_k, int64_t d_v,
+                                     const simdattn_sdpa_options* options) {
+  Validator val("simdattn_sdpa_varlen");
+  const simdattn_sdpa_options o = ReadSdpaOptions(val, options);
+  if (!val.ok()) return val.status();
+  val.NonNegative(batch, "batch").NonNegative(heads, "heads");
+  const int64_t kv_heads = CheckSdpaScalars(val, o, heads, d_k, d_v);
+  val.Require(o.mask == nullptr && o.kv_lens == nullptr && o.weights == nullptr,
+              SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->mask, ->kv_lens and ->weights must be NULL (sequence lengths come from "
+              "cu_seqlens; weights are not available)");
+  if (!val.ok() || batch == 0) return val.ok() ? simdattn::Ok() : val.status();
+  val.Require(cu_seqlens_q != nullptr && cu_seqlens_kv != nullptr, SIMDATTN_ERR_NULL_POINTER,
+              "cu_seqlens_%s is NULL with batch = %lld", cu_seqlens_q == nullptr ? "q" : "kv",
+              static_cast<long long>(batch));
+  if (!val.ok()) return val.status();
+  int64_t max_q = 0, max_kv = 0;
+  const struct {
+    const int64_t* cu;
+    const char* name;
+    int64_t* max_len;
+  } cus[] = {{cu_seqlens_q, "cu_seqlens_q", &max_q}, {cu_seqlens_kv, "cu_seqlens_kv", &max_kv}};
+  for (const auto& c : cus) {
+    val.Require(c.cu[0] == 0, SIMDATTN_ERR_BAD_SHAPE, "%s[0] must be 0 (got %lld)", c.name,
+                static_cast<long long>(c.cu[0]));
+    for (int64_t b = 0; b < batch && val.ok(); ++b) {
+      val.Require(c.cu[b + 1] >= c.cu[b], SIMDATTN_ERR_BAD_SHAPE,
+                  "%s must be non-decreasing: %s[%lld] = %lld < %s[%lld] = %lld", c.name, c.name,
+                  static_cast<long long>(b + 1), static_cast<long long>(c.cu[b + 1]), c.name,
+                  static_cast<long long>(b), static_cast<long long>(c.cu[b]));
+      if (val.ok()) *c.max_len = std::max(*c.max_len, c.cu[b + 1] - c.cu[b]);
+    }
+  }
+  if (!val.ok()) return val.status();
+  const int64_t total_q = cu_seqlens_q[batch], total_kv = cu_seqlens_kv[batch];
+  // Token-major tensors as [1, heads, tokens, d] with strides {0, head, seq}.
+  auto strides = [](const simdattn_strides& st, int64_t h, int64_t d) {
+    return st.seq == 0 && st.head == 0 ? simdattn_strides{0, d, h * d}
+                                       : simdattn_strides{0, st.head, st.seq};
+  };
+  simdattn_strides qs = strides(o.q_strides, heads, d_k), ks = strides(o.k_strides, kv_heads, d_k);
+  simdattn_strides vs = strides(o.v_strides, kv_heads, d_v), os = strides(o.out_strides, heads, d_v);
+  const int64_t q_sizes[3] = {1, heads, total_q}, kv_sizes[3] = {1, kv_heads, total_kv};
+  int64_t q_span = 0, k_span = 0, v_span = 0, out_span = 0, lse_n = 0;
+  val.Span4(q_sizes, qs, d_k, "q", &q_span).Span4(kv_sizes, ks, d_k, "k", &k_span);
+  val.Span4(kv_sizes, vs, d_v, "v", &v_span).Span4(q_sizes, os, d_v, "out", &out_span);
+  if (o.lse != nullptr) val.Elements({total_q, heads}, "options->lse", &lse_n);
+  if (!val.ok() || heads == 0 || total_q == 0) return val.ok() ? simdattn::Ok() : val.status();
+  val.NotNull(q, q_span, "q").NotNull(k, k_span, "k").NotNull(v, v_span, "v");
+  val.NotNull(out, out_span, "out");
+  CheckSdpaPerHead(val, o, heads);
+  val.RowsDisjoint(q_sizes, os, d_v, "out");
+  CheckSdpaOverlaps(val, o, heads, {{q, q_span, "q"}, {k, k_span, "k"}, {v, v_span, "v"}},
+                    {{out, out_span, "out"}, {o.lse, lse_n, "options->lse"}});
+  if (!val.ok()) return val.status();
+  ZeroUnusedStrides(q_sizes, q_span, &qs);
+  ZeroUnusedStrides(kv_sizes, k_span, &ks);
+  ZeroUnusedStrides(kv_sizes, v_span, &vs);
+  ZeroUnusedStrides(q_sizes, out_span, &os);
+
+  simdattn::SdpaArgs a = SdpaArgsOf(o, {batch, heads, kv_heads, max_q, max_kv, d_k, d_v},
+                                     {qs, ks, vs, os});
+  a.q = q, a.k = k, a.v = v, a.out = out;
+  a.cu_q = cu_seqlens_q, a.cu_kv = cu_seqlens_kv;
+  return simdattn::Run("simdattn_sdpa_varlen", [&] { simdattn::Sdpa(a); });
 }
 
 }  // extern "C"

@@ -94,7 +94,7 @@ static int check_transposed_sgemm(void) {
 
 static int check_version_and_target(void) {
   const char* target = simdattn_simd_target();
-  int failures = expect_string("version", simdattn_version(), "0.1.0");
+  int failures = expect_string("version", simdattn_version(), "0.2.0");
   if (target == NULL || target[0] == '\0') {
     fprintf(stderr, "FAIL simd_target is empty\n");
     ++failures;

@@ -660,7 +660,7 @@ TEST_CASE("status names") {
   }
 }
 
-TEST_CASE("version") { CHECK(std::string(simdattn_version()) == "0.1.0"); }
+TEST_CASE("version") { CHECK(std::string(simdattn_version()) == "0.2.0"); }
 
 TEST_CASE("the default SIMD target is the best one compiled and supported") {
   hwy::SetSupportedTargetsForTest(0);

@@ -30,6 +30,9 @@ struct Storage {
   std::vector<float> f = RandomFloats(kEnd, 99);
   uint8_t kpm[6] = {0, 0, 1, 0, 0, 0};
   int64_t kv_lens[2] = {7, 3};
+  // sdpa 0.2: ALiBi slopes and sinks of up to 12 query heads (valid: finite; sinks also -inf).
+  float slopes[12] = {0.5f, 0.25f, 0.0f, -0.125f, 1, 2, 3, 4, 5, 6, 7, 8};
+  float sinks[12] = {0.5f, -kInf, 3.0f, -2.0f, 1, 2, 3, 4, 5, 6, 7, 8};
   Storage() { std::fill(f.begin() + kOutputs, f.end(), Sentinel()); }
   float* at(int64_t o) { return f.data() + o; }
 };
@@ -85,6 +88,25 @@ struct Sdpa {
                          null_options ? nullptr : &o);
   }
 };
+struct Varlen {  // 2 sequences: 3 and 5 queries against 7 and 5 keys, in the sdpa buffers
+  const float *q, *k, *v;
+  float* out;
+  int64_t batch = 2, heads = 4, d_k = 8, d_v = 6;
+  int64_t cu_q[3] = {0, 3, 8}, cu_kv[3] = {0, 7, 12};
+  const int64_t* cuq = cu_q;
+  const int64_t* cukv = cu_kv;
+  simdattn_sdpa_options o;
+  explicit Varlen(Storage& s)
+      : q(s.at(Storage::kQ)), k(s.at(Storage::kK)), v(s.at(Storage::kV)), out(s.at(Storage::kOut)) {
+    simdattn_sdpa_options_init(&o);
+    o.kv_heads = 2;
+    o.causal = SIMDATTN_CAUSAL_BOTTOM_RIGHT;
+    o.lse = s.at(Storage::kLse);
+  }
+  simdattn_status Run() const {
+    return simdattn_sdpa_varlen(q, k, v, out, batch, heads, cuq, cukv, d_k, d_v, &o);
+  }
+};
 struct Mhsa {
   const float* x;
   float* y;
@@ -118,6 +140,7 @@ struct BadInput {
 #define SOFTMAX(...) [](Storage& s) { Softmax c(s); __VA_ARGS__; return c.Run(); }
 #define SDPA(...) [](Storage& s) { Sdpa c(s); __VA_ARGS__; return c.Run(); }
 #define MHSA(...) [](Storage& s) { Mhsa c(s); __VA_ARGS__; return c.Run(); }
+#define VARLEN(...) [](Storage& s) { Varlen c(s); __VA_ARGS__; return c.Run(); }
 constexpr simdattn_status kShape = SIMDATTN_ERR_BAD_SHAPE, kArg = SIMDATTN_ERR_BAD_ARGUMENT;
 constexpr simdattn_status kNull = SIMDATTN_ERR_NULL_POINTER;
 
@@ -209,9 +232,9 @@ const BadInput kBadInputs[] = {
     {"sdpa", "v", "NULL", SDPA(c.v = nullptr), kNull, "v is NULL but has 168 elements"},
     {"sdpa", "out", "NULL", SDPA(c.out = nullptr), kNull, "out is NULL but has 240 elements"},
     {"sdpa", "options->struct_size", "0", SDPA(c.o.struct_size = 0), kArg,
-     "options->struct_size (0) is smaller than sizeof(simdattn_sdpa_options)"},
-    {"sdpa", "options->struct_size", "sizeof - 8", SDPA(c.o.struct_size = sizeof(c.o) - 8), kArg,
-     "options->struct_size"},
+     "options->struct_size must be >= 176 (the 0.1 layout; call simdattn_sdpa_options_init), got 0"},
+    {"sdpa", "options->struct_size", "0.1 size - 1", SDPA(c.o.struct_size = 175), kArg,
+     "options->struct_size must be >= 176"},
     {"sdpa", "options->scale", "NaN", SDPA(c.o.scale = kNaN), kArg,
      "options->scale must be finite and >= 0 (0 = 1/sqrt(d_k)), got nan"},
     {"sdpa", "options->scale", "+inf", SDPA(c.o.scale = kInf), kArg, "got inf"},
@@ -266,6 +289,45 @@ const BadInput kBadInputs[] = {
      "overlaps options->lse"},
     {"sdpa", "options->weights", "overlapping lse", SDPA(c.o.weights = s.at(Storage::kLse + 39)),
      kArg, "options->lse overlaps options->weights"},
+    // The 0.2 fields (window, softcap, alibi_slopes, sinks).
+    {"sdpa", "options->window", "2", SDPA(c.o.window = 2), kArg,
+     "options->window must be 0 or 1 (got 2)"},
+    {"sdpa", "options->window", "-1", SDPA(c.o.window = -1), kArg,
+     "options->window must be 0 or 1 (got -1)"},
+    {"sdpa", "options->window", "2 (empty call)", SDPA(c.batch = 0; c.o.window = 2), kArg,
+     "options->window must be 0 or 1 (got 2)"},
+    {"sdpa", "options->window_left", "-1", SDPA(c.o.window = 1; c.o.window_left = -1), kArg,
+     "options->window_left must be >= 0 (got -1)"},
+    {"sdpa", "options->window_left", "INT64_MIN",
+     SDPA(c.o.window = 1; c.o.window_left = INT64_MIN), kArg,
+     "options->window_left must be >= 0 (got -9223372036854775808)"},
+    {"sdpa", "options->window_right", "-1 with window 1",
+     SDPA(c.o.window = 1; c.o.window_left = 3; c.o.window_right = -1), kArg,
+     "options->window_right must be >= 0 (got -1)"},
+    {"sdpa", "options->softcap", "NaN", SDPA(c.o.softcap = kNaN), kArg,
+     "options->softcap must be finite and >= 0 (0 = off), got nan"},
+    {"sdpa", "options->softcap", "+inf", SDPA(c.o.softcap = kInf), kArg,
+     "options->softcap must be finite and >= 0 (0 = off), got inf"},
+    {"sdpa", "options->softcap", "-1", SDPA(c.o.softcap = -1.0f), kArg,
+     "options->softcap must be finite and >= 0 (0 = off), got -1"},
+    {"sdpa", "options->alibi_slopes", "[11] = NaN",
+     SDPA(c.heads = 12; c.q_len = 1; c.o.alibi_slopes = s.slopes; s.slopes[11] = kNaN), kArg,
+     "options->alibi_slopes[11] = nan"},
+    {"sdpa", "options->alibi_slopes", "[3] = +inf",
+     SDPA(c.o.alibi_slopes = s.slopes; s.slopes[3] = kInf), kArg, "options->alibi_slopes[3] = inf"},
+    {"sdpa", "options->alibi_slopes", "[0] = -inf",
+     SDPA(c.o.alibi_slopes = s.slopes; s.slopes[0] = -kInf), kArg,
+     "options->alibi_slopes[0] = -inf"},
+    {"sdpa", "options->sinks", "[2] = NaN", SDPA(c.o.sinks = s.sinks; s.sinks[2] = kNaN), kArg,
+     "options->sinks[2] = nan"},
+    {"sdpa", "options->sinks", "[9] = +inf",
+     SDPA(c.heads = 12; c.q_len = 1; c.o.sinks = s.sinks; s.sinks[9] = kInf), kArg,
+     "options->sinks[9] = inf"},
+    {"sdpa", "options->lse", "overlapping alibi_slopes",
+     SDPA(c.o.alibi_slopes = s.slopes; c.o.lse = s.slopes + 2), kArg,
+     "options->lse overlaps options->alibi_slopes"},
+    {"sdpa", "out", "overlapping sinks", SDPA(c.o.sinks = s.sinks; c.out = s.sinks + 3), kArg,
+     "out overlaps options->sinks"},
     // ---- simdattn_mhsa
     {"mhsa", "seq_len", "-1", MHSA(c.seq = -1), kShape, "seq_len must be >= 0 (got -1)"},
     {"mhsa", "batch", "-2", MHSA(c.batch = -2), kShape, "batch must be >= 0 (got -2)"},
@@ -310,6 +372,47 @@ const BadInput kBadInputs[] = {
      "options->causal must be 0, 1 or 2 (got 3)"},
     {"mhsa", "options->causal", "-1 (empty call)", MHSA(c.batch = 0; c.o.causal = -1), kArg,
      "options->causal must be 0, 1 or 2 (got -1)"},
+    // ---- simdattn_sdpa_varlen
+    {"sdpa_varlen", "batch", "-1", VARLEN(c.batch = -1), kShape, "batch must be >= 0 (got -1)"},
+    {"sdpa_varlen", "heads", "-4", VARLEN(c.heads = -4), kShape, "heads must be >= 0 (got -4)"},
+    {"sdpa_varlen", "d_k", "0", VARLEN(c.d_k = 0), kShape, "d_k must be >= 1 (got 0)"},
+    {"sdpa_varlen", "d_v", "-1", VARLEN(c.d_v = -1), kShape, "d_v must be >= 0 (got -1)"},
+    {"sdpa_varlen", "options->kv_heads", "3", VARLEN(c.o.kv_heads = 3), kShape,
+     "heads (4) must be a multiple of options->kv_heads (3)"},
+    {"sdpa_varlen", "cu_seqlens_q", "NULL", VARLEN(c.cuq = nullptr), kNull,
+     "cu_seqlens_q is NULL with batch = 2"},
+    {"sdpa_varlen", "cu_seqlens_kv", "NULL", VARLEN(c.cukv = nullptr), kNull,
+     "cu_seqlens_kv is NULL with batch = 2"},
+    {"sdpa_varlen", "cu_seqlens_q[0]", "1", VARLEN(c.cu_q[0] = 1), kShape,
+     "cu_seqlens_q[0] must be 0 (got 1)"},
+    {"sdpa_varlen", "cu_seqlens_kv", "decreasing", VARLEN(c.cu_kv[2] = 6), kShape,
+     "cu_seqlens_kv must be non-decreasing: cu_seqlens_kv[2] = 6 < cu_seqlens_kv[1] = 7"},
+    {"sdpa_varlen", "cu_seqlens_q", "INT64_MIN", VARLEN(c.cu_q[1] = INT64_MIN), kShape,
+     "cu_seqlens_q[1] = -9223372036854775808 < cu_seqlens_q[0] = 0"},
+    {"sdpa_varlen", "cu_seqlens_q[2]", "2^62 (overflow)", VARLEN(c.cu_q[2] = int64_t{1} << 62),
+     kShape, "q: its extent overflows int64"},
+    {"sdpa_varlen", "q", "NULL", VARLEN(c.q = nullptr), kNull, "q is NULL but has"},
+    {"sdpa_varlen", "out", "NULL", VARLEN(c.out = nullptr), kNull, "out is NULL but has"},
+    {"sdpa_varlen", "options->q_strides.seq", "-1", VARLEN(c.o.q_strides = {0, 8, -1}), kShape,
+     "q strides.seq must be >= 0 (got -1)"},
+    {"sdpa_varlen", "options->out_strides", "rows overlap", VARLEN(c.o.out_strides = {0, 6, 12}),
+     kArg, "out strides {0, 6, 12} make distinct rows overlap"},
+    {"sdpa_varlen", "out", "overlapping k", VARLEN(c.out = const_cast<float*>(c.k) + 8), kArg,
+     "out overlaps k"},
+    {"sdpa_varlen", "options->lse", "overlapping out", VARLEN(c.o.lse = c.out + 100), kArg,
+     "out overlaps options->lse"},
+    {"sdpa_varlen", "options->mask", "set", VARLEN(c.o.mask = s.at(Storage::kMask)), kArg,
+     "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_varlen", "options->kv_lens", "set", VARLEN(c.o.kv_lens = s.kv_lens), kArg,
+     "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_varlen", "options->weights", "set", VARLEN(c.o.weights = s.at(Storage::kWeights)),
+     kArg, "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_varlen", "options->struct_size", "8", VARLEN(c.o.struct_size = 8), kArg,
+     "options->struct_size must be >= 176"},
+    {"sdpa_varlen", "options->causal", "3 (batch 0)", VARLEN(c.batch = 0; c.o.causal = 3), kArg,
+     "options->causal must be 0, 1 or 2 (got 3)"},
+    {"sdpa_varlen", "options->window", "2", VARLEN(c.o.window = 2), kArg,
+     "options->window must be 0 or 1 (got 2)"},
     // ---- simdattn_set_num_threads
     {"set_num_threads", "n", "-1", [](Storage&) { return simdattn_set_num_threads(-1); }, kArg,
      "n must be in [0, SIMDATTN_MAX_THREADS = 4096] (0 = all hardware threads), got -1"},
@@ -329,6 +432,7 @@ TEST_CASE("bad-input matrix: exact status, message fragment, nothing written") {
     CheckOk(Softmax(s).Run());
     CheckOk(Sdpa(s).Run());
     CheckOk(Mhsa(s).Run());
+    CheckOk(Varlen(s).Run());
   }
   const int32_t threads = simdattn_get_num_threads();
   for (const BadInput& bad : kBadInputs) {
@@ -349,6 +453,29 @@ TEST_CASE("bad-input matrix: exact status, message fragment, nothing written") {
     CHECK(simdattn_get_num_threads() == threads);
   }
   MESSAGE(std::size(kBadInputs), " bad-input cases");
+}
+
+// Values at the edge of the 0.2 fields' domains that are valid (so the rows above fail for
+// their one bad value): negative sides with the window off, a -inf sink, slopes 0 and negative,
+// huge sides, 12 heads of slopes and sinks.
+TEST_CASE("sdpa 0.2 fields: edge values that are accepted") {
+  const std::function<void(Sdpa&)> accepted[] = {
+      [](Sdpa& c) { c.o.window = 0, c.o.window_left = -1, c.o.window_right = INT64_MIN; },
+      [](Sdpa& c) { c.o.window = 1, c.o.window_left = INT64_MAX, c.o.window_right = INT64_MAX; },
+      [](Sdpa& c) { c.o.window = 1, c.o.window_left = 0, c.o.window_right = 0; },
+      [](Sdpa& c) { c.o.softcap = 0.0f; },
+      [](Sdpa& c) { c.o.softcap = 1e-30f; },
+      [](Sdpa& c) { c.heads = 12, c.q_len = 1; },
+  };
+  for (size_t n = 0; n < std::size(accepted); ++n) {
+    INFO("accepted case ", n);
+    Storage s;
+    Sdpa c(s);
+    c.o.alibi_slopes = s.slopes, c.o.sinks = s.sinks;  // sinks[1] = -inf, slopes 0 and < 0
+    accepted[n](c);
+    CheckOk(c.Run());
+    CHECK(!std::isnan(s.f[Storage::kOut]));
+  }
 }
 
 }  // namespace

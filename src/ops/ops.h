@@ -64,6 +64,17 @@ struct SdpaArgs {
   float* lse = nullptr;      // [batch, heads, q_len] contiguous, or null
   float* weights = nullptr;  // [batch, heads, q_len, kv_len] contiguous, or null
   int64_t block_keys = 0;    // keys per block of the sweep; Sdpa sets it from the CPU's L1
+  // Variants (simdattn.h semantics): d_i = i for causal TOP_LEFT, else i + kv_len_b - q_len_b.
+  bool window = false;       // key j visible only if d_i - window_left <= j <= d_i + window_right
+  int64_t window_left = 0, window_right = 0;  // >= 0
+  float softcap = 0.0f;                       // > 0: s = softcap * tanh(s / softcap)
+  const float* alibi_slopes = nullptr;        // [heads] or null: s -= slope[h] * |j - d_i|
+  const float* sinks = nullptr;               // [heads] or null: joins every row's normaliser
+  // Varlen (simdattn_sdpa_varlen): [batch + 1] offsets of each sequence's tokens, or null. Then
+  // batch entry b is rows cu_q[b].. of q/out and cu_kv[b].. of k/v (q_s.batch and k_s.batch
+  // unused), q_len and kv_len are the largest sequence's, and lse is [total_q, heads].
+  const int64_t* cu_q = nullptr;
+  const int64_t* cu_kv = nullptr;
 };
 // Acquires all its memory before writing any output (std::bad_alloc leaves them as they were).
 void Sdpa(const SdpaArgs& args);

@@ -42,6 +42,27 @@ struct SdpaTask {
   int64_t b, kvh, col0, col1;  // columns [col0, col1) of (b, kvh); column j = query j / G, head g = j % G
   int64_t key0, key1;          // key range of this task
 };
+// Geometry of batch entry b: a batch entry of simdattn_sdpa or a sequence of
+// simdattn_sdpa_varlen (SdpaArgs::cu_q set; then the .batch strides are unused).
+inline int64_t QLen(const SdpaArgs& a, int64_t b) {
+  return a.cu_q != nullptr ? a.cu_q[b + 1] - a.cu_q[b] : a.q_len;
+}
+inline int64_t KvLen(const SdpaArgs& a, int64_t b) {
+  if (a.cu_kv != nullptr) return a.cu_kv[b + 1] - a.cu_kv[b];
+  return a.kv_lens != nullptr ? a.kv_lens[b] : a.kv_len;
+}
+// Element offset of entry b in q or out (strides s), and in k or v.
+inline int64_t QBase(const SdpaArgs& a, int64_t b, const Strides4& s) {
+  return a.cu_q != nullptr ? a.cu_q[b] * s.seq : b * s.batch;
+}
+inline int64_t KvBase(const SdpaArgs& a, int64_t b, const Strides4& s) {
+  return a.cu_kv != nullptr ? a.cu_kv[b] * s.seq : b * s.batch;
+}
+// Index of (b, h, i) in lse: [batch, heads, q_len], or [total_q, heads] for varlen.
+inline int64_t LseIndex(const SdpaArgs& a, int64_t b, int64_t h, int64_t i) {
+  return a.cu_q != nullptr ? (a.cu_q[b] + i) * a.heads + h : (b * a.heads + h) * a.q_len + i;
+}
+
 // Partial results of one split task: m, l (kBlockCols each), then O^T (d_v x kBlockCols).
 inline int64_t PartialFloats(int64_t d_v) { return (2 + d_v) * kBlockCols; }
 // Scratch of one task (a.block_keys set) on a target of `lanes` floats per vector: Q^T or query
@@ -63,15 +84,27 @@ namespace simdattn {
 namespace HWY_NAMESPACE {
 namespace {
 
-// Geometry of one task's columns.
+// Geometry of one task's columns. A column's query position is d = qi + offset (simdattn.h).
 struct Columns {
   int64_t n = 0;                  // columns in use
   int64_t qi[kBlockCols];         // query index of each column
   int64_t head[kBlockCols];       // query head of each column
   int64_t qi_min = 0, qi_max = 0;
-  int64_t kv_len_b = 0;           // keys of this batch entry (kv_lens)
-  int64_t offset = 0;             // causal: key j visible to query i iff j <= i + offset
+  int64_t q_len_b = 0;            // queries of this batch entry (varlen: of its sequence)
+  int64_t kv_len_b = 0;           // keys of this batch entry (kv_lens, varlen)
+  int64_t offset = 0;             // d_i - i: 0 for TOP_LEFT, else kv_len_b - q_len
+  bool alibi_exact = false;       // every position and key index fits a float exactly (< 2^23)
+  HWY_ALIGN float pos[kBlockCols];    // ALiBi: d of each column (0 past n)
+  HWY_ALIGN float slope[kBlockCols];  // ALiBi: the slope of each column's head (0 past n)
 };
+
+// Positions and key indices below this are exact floats, and so are their differences.
+constexpr int64_t kAlibiExactLimit = int64_t{1} << 23;
+
+int64_t SatAdd(int64_t x, int64_t y) {
+  int64_t r = 0;
+  return __builtin_add_overflow(x, y, &r) ? (y > 0 ? INT64_MAX : INT64_MIN) : r;
+}
 
 Columns MakeColumns(const SdpaArgs& a, const SdpaTask& t) {
   Columns c;
@@ -83,17 +116,47 @@ Columns MakeColumns(const SdpaArgs& a, const SdpaTask& t) {
   }
   c.qi_min = c.qi[0];
   c.qi_max = c.qi[c.n - 1];
-  c.kv_len_b = a.kv_lens ? a.kv_lens[t.b] : a.kv_len;
-  c.offset = a.causal == SIMDATTN_CAUSAL_BOTTOM_RIGHT ? c.kv_len_b - a.q_len : 0;
+  c.q_len_b = QLen(a, t.b);
+  c.kv_len_b = KvLen(a, t.b);
+  c.offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : c.kv_len_b - c.q_len_b;
+  if (a.alibi_slopes != nullptr) {
+    const int64_t far = std::max({std::abs(c.qi_min + c.offset), std::abs(c.qi_max + c.offset),
+                                  c.kv_len_b});
+    c.alibi_exact = far < kAlibiExactLimit;
+    for (int64_t j = 0; j < kBlockCols; ++j) {
+      c.pos[j] = j < c.n ? static_cast<float>(c.qi[j] + c.offset) : 0.0f;
+      c.slope[j] = j < c.n ? a.alibi_slopes[c.head[j]] : 0.0f;
+    }
+  }
   return c;
 }
 
-// Keys [*lo, *hi) that any column of the task may see.
+// Keys [*lo, *hi) that any column of the task may see (causal limit and window).
 void VisibleKeys(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t* lo, int64_t* hi) {
-  int64_t end = std::min(t.key1, c.kv_len_b);
-  if (a.causal != SIMDATTN_CAUSAL_NONE) end = std::min(end, c.qi_max + c.offset + 1);
-  *lo = t.key0;
-  *hi = std::max(end, t.key0);
+  int64_t begin = t.key0, end = std::min(t.key1, c.kv_len_b);
+  const int64_t d_min = c.qi_min + c.offset, d_max = c.qi_max + c.offset;
+  if (a.causal != SIMDATTN_CAUSAL_NONE) end = std::min(end, d_max + 1);
+  if (a.window) {
+    end = std::min(end, SatAdd(SatAdd(d_max, a.window_right), 1));
+    begin = std::max(begin, SatAdd(d_min, -a.window_left));
+  }
+  *lo = begin;
+  *hi = std::max(end, begin);
+}
+
+// Visible keys of column j within [k0, k0 + bk), relative to k0: [*first, *last] (may be
+// empty: first > last).
+void VisibleRows(const SdpaArgs& a, const Columns& c, int64_t j, int64_t k0, int64_t bk,
+                 int64_t* first, int64_t* last) {
+  const int64_t d = c.qi[j] + c.offset;
+  *first = 0;
+  *last = bk - 1;
+  if (a.causal != SIMDATTN_CAUSAL_NONE) *last = std::min(*last, d - k0);
+  if (a.window) {
+    *last = std::min(*last, SatAdd(d, a.window_right) - k0);
+    const int64_t low = SatAdd(d, -a.window_left);
+    if (low > k0) *first = low - k0;
+  }
 }
 
 // Columns rounded up to whole vectors: the width the softmax and merge steps work on.
@@ -105,7 +168,7 @@ size_t PaddedCols(const Columns& c) {
 bool ByRows(const Columns& c) { return c.n <= static_cast<int64_t>(kRowCols); }
 
 const float* QueryRow(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t j) {
-  return a.q + t.b * a.q_s.batch + c.head[j] * a.q_s.head + c.qi[j] * a.q_s.seq;
+  return a.q + QBase(a, t.b, a.q_s) + c.head[j] * a.q_s.head + c.qi[j] * a.q_s.seq;
 }
 
 // The task's queries: by rows (qt[j * d_k + p], ByRows) or as Q^T for the microkernel
@@ -128,21 +191,48 @@ void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* 
   }
 }
 
-// Additive mask, causal limit and key padding for keys [k0, k0 + bk) of the score block s.
+// ALiBi bias slope * |key - pos| where the distance is not an exact float (positions of 2^23 and
+// beyond): the distance in int64, the product in double, rounded once to float.
+float AlibiBiasWide(float slope, int64_t key, int64_t pos) {
+  const int64_t dist = key > pos ? key - pos : pos - key;
+  return static_cast<float>(static_cast<double>(slope) * static_cast<double>(dist));
+}
+
+void AlibiBlockWide(const Columns& c, int64_t k0, int64_t bk, float* s) {
+  for (int64_t r = 0; r < bk; ++r) {
+    for (int64_t j = 0; j < c.n; ++j) {
+      s[r * kBlockCols + j] -= AlibiBiasWide(c.slope[j], k0 + r, c.qi[j] + c.offset);
+    }
+  }
+}
+
+// Softcap and ALiBi, then the additive mask, the causal and window limits and key padding, for
+// keys [k0, k0 + bk) of the score block s (simdattn.h's order).
 void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k0, int64_t bk,
                float* s) {
-  const bool causal_cut = a.causal != SIMDATTN_CAUSAL_NONE && k0 + bk - 1 > c.qi_min + c.offset;
-  if (a.mask != nullptr || causal_cut) {
+  const size_t ncols = PaddedCols(c);
+  if (a.softcap > 0.0f) SoftcapBlock(s, kBlockCols, static_cast<size_t>(bk), ncols, a.softcap);
+  if (a.alibi_slopes != nullptr) {
+    if (c.alibi_exact) {
+      AlibiBlock(s, kBlockCols, static_cast<size_t>(bk), ncols, k0, c.pos, c.slope);
+    } else {
+      AlibiBlockWide(c, k0, bk, s);
+    }
+  }
+  if (a.mask != nullptr) {
     for (int64_t j = 0; j < c.n; ++j) {
-      const float* mrow = a.mask == nullptr ? nullptr
-                          : a.mask + t.b * a.mask_s.batch + c.head[j] * a.mask_s.head +
-                                c.qi[j] * a.mask_s.seq + k0;
-      const int64_t last = causal_cut ? c.qi[j] + c.offset - k0 : bk;  // last visible row
-      for (int64_t r = 0; r < bk; ++r) {
-        float v = s[r * kBlockCols + j];
-        if (mrow != nullptr) v += mrow[r];
-        s[r * kBlockCols + j] = r > last ? kNegInf : v;
-      }
+      const float* mrow = a.mask + t.b * a.mask_s.batch + c.head[j] * a.mask_s.head +
+                          c.qi[j] * a.mask_s.seq + k0;
+      for (int64_t r = 0; r < bk; ++r) s[r * kBlockCols + j] += mrow[r];
+    }
+  }
+  if (a.causal != SIMDATTN_CAUSAL_NONE || a.window) {
+    for (int64_t j = 0; j < c.n; ++j) {
+      int64_t first = 0, last = 0;
+      VisibleRows(a, c, j, k0, bk, &first, &last);
+      if (first > last) first = last = bk;  // nothing visible: cut every row
+      for (int64_t r = 0; r < std::min(first, bk); ++r) s[r * kBlockCols + j] = kNegInf;
+      for (int64_t r = std::max<int64_t>(last + 1, 0); r < bk; ++r) s[r * kBlockCols + j] = kNegInf;
     }
   }
   if (a.key_padding != nullptr) {
@@ -156,7 +246,7 @@ void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k
 
 // Rows [k0, k0 + bk) of the task's K, in place.
 const float* KeyRows(const SdpaArgs& a, const SdpaTask& t, int64_t k0) {
-  return a.k + t.b * a.k_s.batch + t.kvh * a.k_s.head + k0 * a.k_s.seq;
+  return a.k + KvBase(a, t.b, a.k_s) + t.kvh * a.k_s.head + k0 * a.k_s.seq;
 }
 
 // S^T (bk x columns) = scale * K[k0 : k0 + bk] Q^T, then masked. k: those K rows, k_seq apart.
@@ -186,12 +276,18 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   const size_t ncols = PaddedCols(c);
   std::fill(m, m + ncols, kNegInf);
   std::fill(l, l + ncols, 0.0f);
+  if (a.sinks != nullptr && t.key0 == 0) {  // the sink joins the first key range only
+    for (int64_t j = 0; j < c.n; ++j) {
+      m[j] = a.sinks[c.head[j]];
+      l[j] = m[j] == kNegInf ? 0.0f : 1.0f;  // exp(sink - m)
+    }
+  }
   for (int64_t i = 0; i < a.d_v; ++i) std::fill(o + i * kBlockCols, o + i * kBlockCols + ncols, 0.0f);
   int64_t lo = 0, hi = 0;
   VisibleKeys(a, t, c, &lo, &hi);
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
-  const float* v = a.v + t.b * a.v_s.batch + t.kvh * a.v_s.head;
+  const float* v = a.v + KvBase(a, t.b, a.v_s) + t.kvh * a.v_s.head;
   // The register-tile path streams kMR rows of K (and keys of V) at once: rows a whole
   // (batch, seq, heads * d) token apart (4 KiB for 16 heads of 64) share L1 sets and thrash
   // them, so strided K and V blocks are first copied to contiguous rows (1/kBlockCols of the
@@ -223,10 +319,10 @@ void Finalize(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const floa
               const float* l, const float* o) {
   for (int64_t j = 0; j < c.n; ++j) {
     const float inv = l[j] == 0.0f ? 0.0f : 1.0f / l[j];
-    float* out = a.out + t.b * a.out_s.batch + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
+    float* out = a.out + QBase(a, t.b, a.out_s) + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
     for (int64_t i = 0; i < a.d_v; ++i) out[i] = o[i * kBlockCols + j] * inv;
     if (a.lse != nullptr) {
-      a.lse[(t.b * a.heads + c.head[j]) * a.q_len + c.qi[j]] =
+      a.lse[LseIndex(a, t.b, c.head[j], c.qi[j])] =
           l[j] == 0.0f ? kNegInf : m[j] + std::log(l[j]);
     }
   }
@@ -286,29 +382,54 @@ hn::Mask<DF> FewKeysVisible(const SdpaArgs& a, int64_t b, int64_t hi) {
   return hn::Eq(hn::Load(d, base), hn::Set(d, 1.0f));
 }
 
-// Query i of head h with scores s (scaled, -inf where invisible by kv_len or padding): adds the
-// mask, cuts at the causal limit, and writes out, lse and weights.
+// Query i of head h with scaled scores s (keys as lanes, all below Lanes <= 2^23: positions
+// and distances are exact floats): softcap and ALiBi, then the mask, the causal and window
+// limits and `visible` (kv_len, padding); writes out, lse and weights.
 void FewKeysQuery(const SdpaArgs& a, int64_t b, int64_t h, int64_t i, int64_t hi, int64_t offset,
-                  VF s, const float* v, float* p) {
+                  VF s, hn::Mask<DF> visible, const float* v, float* p) {
   const DF d;
+  const VF key = hn::Iota(d, 0.0f);
+  const int64_t pos = i + offset;
+  if (a.softcap > 0.0f) {
+    const bool tiny = TinyCap(a.softcap);
+    s = Softcap(d, s, hn::Set(d, a.softcap), hn::Set(d, tiny ? 0.0f : 1.0f / a.softcap), tiny);
+  }
+  if (a.alibi_slopes != nullptr && std::abs(pos) < kAlibiExactLimit) {
+    const VF dist = hn::Abs(hn::Sub(key, hn::Set(d, static_cast<float>(pos))));
+    s = hn::NegMulAdd(hn::Set(d, a.alibi_slopes[h]), dist, s);
+  } else if (a.alibi_slopes != nullptr) {
+    HWY_ALIGN float bias[kMaxLanesF];
+    for (size_t j = 0; j < hn::Lanes(d); ++j) {
+      bias[j] = AlibiBiasWide(a.alibi_slopes[h], static_cast<int64_t>(j), pos);
+    }
+    s = hn::Sub(s, hn::Load(d, bias));
+  }
   if (a.mask != nullptr && hi > 0) {
     const float* mrow = a.mask + b * a.mask_s.batch + h * a.mask_s.head + i * a.mask_s.seq;
     s = hn::Add(s, LoadUpTo(d, mrow, static_cast<size_t>(hi), 0.0f));
   }
-  if (a.causal != SIMDATTN_CAUSAL_NONE) {
-    const auto cut = hn::Gt(hn::Iota(d, 0.0f), hn::Set(d, static_cast<float>(i + offset)));
-    s = hn::IfThenElse(cut, hn::Set(d, kNegInf), s);
+  // Limits as integers clamped to [-1, Lanes] first: exact in float.
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  auto clamp = [&](int64_t x) { return static_cast<float>(std::min(std::max<int64_t>(x, -1), lanes)); };
+  int64_t last = lanes, first = 0;
+  if (a.causal != SIMDATTN_CAUSAL_NONE) last = std::min(last, pos);
+  if (a.window) {
+    last = std::min(last, SatAdd(pos, a.window_right));
+    first = SatAdd(pos, -a.window_left);
   }
-  // sum 0: no visible key (out 0, lse -inf). A NaN or +inf score makes the sum NaN, and with it
-  // out, lse and weights (as the blocked path does).
-  const LaneSoftmax r = SoftmaxLanes(s, p);
+  visible = hn::And(visible, hn::And(hn::Le(key, hn::Set(d, clamp(last))),
+                                     hn::Ge(key, hn::Set(d, clamp(first)))));
+  s = hn::IfThenElse(visible, s, hn::Set(d, kNegInf));
+  // sum 0: no visible key and no sink (out 0, lse -inf). A NaN or +inf score makes the sum NaN,
+  // and with it out, lse and weights (as the blocked path does).
+  const LaneSoftmax r = SoftmaxLanes(s, a.sinks != nullptr ? a.sinks[h] : kNegInf, p);
   const bool none = r.sum == 0.0f;
   const float inv = none ? 0.0f : 1.0f / r.sum;
-  float* out = a.out + b * a.out_s.batch + h * a.out_s.head + i * a.out_s.seq;
+  float* out = a.out + QBase(a, b, a.out_s) + h * a.out_s.head + i * a.out_s.seq;
   WeightedRows(p, none ? 0 : static_cast<size_t>(hi), v, static_cast<size_t>(a.v_s.seq),
                static_cast<size_t>(a.d_v), inv, out);
   if (a.lse != nullptr) {
-    a.lse[(b * a.heads + h) * a.q_len + i] = none ? kNegInf : r.max + std::log(r.sum);
+    a.lse[LseIndex(a, b, h, i)] = none ? kNegInf : r.max + std::log(r.sum);
   }
   if (a.weights != nullptr) {
     float* w = a.weights + ((b * a.heads + h) * a.q_len + i) * a.kv_len;
@@ -323,37 +444,36 @@ size_t LanesImpl() { return hn::Lanes(DF()); }
 // Few keys (a.kv_len <= Lanes): every query head of (b, kvh) against its keys held as lanes.
 void FewKeysTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh) {
   const int64_t group = a.heads / a.kv_heads;
-  const int64_t kv_len_b = a.kv_lens ? a.kv_lens[b] : a.kv_len;
-  const int64_t offset = a.causal == SIMDATTN_CAUSAL_BOTTOM_RIGHT ? kv_len_b - a.q_len : 0;
+  const int64_t q_len_b = QLen(a, b), kv_len_b = KvLen(a, b);
+  const int64_t offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : kv_len_b - q_len_b;
   int64_t hi = kv_len_b;  // keys any query may see
-  if (a.causal != SIMDATTN_CAUSAL_NONE) hi = std::max<int64_t>(0, std::min(hi, a.q_len + offset));
+  if (a.causal != SIMDATTN_CAUSAL_NONE) hi = std::min(hi, q_len_b + offset);
+  if (a.window) hi = std::min(hi, SatAdd(SatAdd(q_len_b - 1 + offset, a.window_right), 1));
+  hi = std::max<int64_t>(hi, 0);
   const size_t dk = static_cast<size_t>(a.d_k);
   const DF d;
   float* kt = ThreadScratch(0, 2 * dk * hn::Lanes(d));
   HWY_ALIGN float p[kMaxLanesF];
   // K and V are not touched (not even their addresses formed) when no key is visible.
-  const float* v = hi > 0 ? a.v + b * a.v_s.batch + kvh * a.v_s.head : nullptr;
+  const float* v = hi > 0 ? a.v + KvBase(a, b, a.v_s) + kvh * a.v_s.head : nullptr;
   if (hi > 0) {
-    PackKeysAsLanes(a.k + b * a.k_s.batch + kvh * a.k_s.head, static_cast<size_t>(a.k_s.seq),
+    PackKeysAsLanes(a.k + KvBase(a, b, a.k_s) + kvh * a.k_s.head, static_cast<size_t>(a.k_s.seq),
                     static_cast<size_t>(hi), dk, kt, kt + dk * hn::Lanes(d));
   } else {
     std::fill(kt, kt + dk * hn::Lanes(d), 0.0f);
   }
   const auto visible = FewKeysVisible(a, b, hi);
-  const VF neg_inf = hn::Set(d, kNegInf);
   for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-    const float* qh = a.q + b * a.q_s.batch + h * a.q_s.head;
-    for (int64_t i0 = 0; i0 < a.q_len; i0 += kFewKeysQueries) {
-      const int64_t n = std::min<int64_t>(kFewKeysQueries, a.q_len - i0);
+    const float* qh = a.q + QBase(a, b, a.q_s) + h * a.q_s.head;
+    for (int64_t i0 = 0; i0 < q_len_b; i0 += kFewKeysQueries) {
+      const int64_t n = std::min<int64_t>(kFewKeysQueries, q_len_b - i0);
       const float* q[kFewKeysQueries];
       for (int64_t c = 0; c < static_cast<int64_t>(kFewKeysQueries); ++c) {
         q[c] = qh + (i0 + std::min(c, n - 1)) * a.q_s.seq;  // a short tail repeats its last row
       }
       VF s[kFewKeysQueries];
       ScoresByLanesT<kFewKeysQueries>(kt, dk, q, a.scale, s);
-      for (int64_t c = 0; c < n; ++c) {
-        FewKeysQuery(a, b, h, i0 + c, hi, offset, hn::IfThenElse(visible, s[c], neg_inf), v, p);
-      }
+      for (int64_t c = 0; c < n; ++c) FewKeysQuery(a, b, h, i0 + c, hi, offset, s[c], visible, v, p);
     }
   }
 }
@@ -419,6 +539,35 @@ SdpaArgs WithCpuTuning(const SdpaArgs& args) {
 
 }  // namespace
 
+// Varlen: tasks are (sequence, kv head, column block) over each sequence's own columns, the
+// sequences in order of decreasing work (q_len_b * kv_len_b) so that the longest start first
+// and the short ones fill in; every task writes its own outputs, so any order gives the same
+// bits. No key split.
+static void SdpaVarlen(const SdpaArgs& a) {
+  const int64_t group = a.heads / a.kv_heads;
+  std::vector<int64_t> order(static_cast<size_t>(a.batch));
+  for (int64_t b = 0; b < a.batch; ++b) order[b] = b;
+  auto work = [&](int64_t b) { return QLen(a, b) * std::max<int64_t>(KvLen(a, b), 1); };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return work(x) > work(y); });
+  // first[n]: index of the first task of the n-th sequence in that order.
+  std::vector<int64_t> first(static_cast<size_t>(a.batch) + 1, 0);
+  for (int64_t n = 0; n < a.batch; ++n) {
+    first[n + 1] = first[n] + a.kv_heads * CeilDiv(QLen(a, order[n]) * group, kBlockCols);
+  }
+  ParallelFor(first[a.batch], 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = std::upper_bound(first.begin(), first.end(), i) - first.begin() - 1;
+      const int64_t b = order[n], cols = QLen(a, b) * group;
+      const int64_t col_blocks = CeilDiv(cols, kBlockCols), local = i - first[n];
+      const int64_t col0 = local % col_blocks * kBlockCols;
+      const SdpaTask t{b, local / col_blocks, col0, std::min(cols, col0 + kBlockCols), 0,
+                       KvLen(a, b)};
+      HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, t, nullptr);
+    }
+  });
+}
+
 TaskScratch SdpaScratch(const SdpaArgs& args) {
   return SdpaTaskScratch(WithCpuTuning(args),
                          static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)()));
@@ -440,6 +589,7 @@ void Sdpa(const SdpaArgs& args) {
     });
     return;
   }
+  if (a.cu_q != nullptr) return SdpaVarlen(a);
   const int64_t cols = a.q_len * group;
   const int64_t col_blocks = CeilDiv(cols, kBlockCols);
   const int64_t blocks = a.batch * a.kv_heads * col_blocks;

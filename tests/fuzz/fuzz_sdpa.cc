@@ -1,8 +1,13 @@
-// libFuzzer target: simdattn_sdpa with every options field (struct_size, scale, causal,
-// kv_heads, mask and its strides, kv_lens, q/k/v/out strides, lse, weights). Checks: a documented
+// libFuzzer target: simdattn_sdpa with every options field (struct_size, including the partial
+// 0.2 layouts with garbage after them, scale, causal, kv_heads, mask and its strides, kv_lens,
+// q/k/v/out strides, lse, weights, and the 0.2 variants: window and its sides up to INT64_MAX,
+// softcap, ALiBi slopes, sinks). Checks: a documented
 // status; on error nothing written; on success inputs unchanged, every float of out's buffer that
 // is not an element of out unchanged, guards intact, and for small calls out, lse and weights
 // within the derived float32 bounds of the float64 reference (tests/sdpa_reference.h), no NaN.
+#include <algorithm>
+#include <cstddef>
+
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/sdpa_reference.h"
 
@@ -52,6 +57,40 @@ simdattn_strides Strides(FuzzedDataProvider& in, int64_t heads, int64_t seq, int
   return {Size(in, 300), Size(in, 100), Size(in, 40)};
 }
 
+// A window side: small, sequence-sized, huge (up to INT64_MAX) or negative (invalid).
+int64_t Side(FuzzedDataProvider& in) {
+  const uint8_t b = in.ConsumeIntegral<uint8_t>();
+  if (b < 120) return b % 9;
+  if (b < 170) return Size(in, 60);
+  if (b < 200) return INT64_MAX - b % 2;
+  if (b < 240) return int64_t{1} << (32 + b % 30);
+  return b % 2 ? -1 : INT64_MIN;
+}
+
+// The 0.2 fields that a reader of only the first struct_size bytes sees (simdattn.h: a field
+// is read only if it ends at or before struct_size; missing ones read as 0 / NULL).
+simdattn_sdpa_options AsRead(const simdattn_sdpa_options& o) {
+  simdattn_sdpa_options r = o;
+  auto missing = [&](size_t offset, size_t size) { return offset + size > o.struct_size; };
+#define SIMDATTN_FUZZ_FIELD(f) offsetof(simdattn_sdpa_options, f), sizeof(o.f)
+  if (missing(SIMDATTN_FUZZ_FIELD(window))) r.window = 0;
+  if (missing(SIMDATTN_FUZZ_FIELD(softcap))) r.softcap = 0.0f;
+  if (missing(SIMDATTN_FUZZ_FIELD(window_left))) r.window_left = 0;
+  if (missing(SIMDATTN_FUZZ_FIELD(window_right))) r.window_right = 0;
+  if (missing(SIMDATTN_FUZZ_FIELD(alibi_slopes))) r.alibi_slopes = nullptr;
+  if (missing(SIMDATTN_FUZZ_FIELD(sinks))) r.sinks = nullptr;
+#undef SIMDATTN_FUZZ_FIELD
+  return r;
+}
+
+// Fills the bytes of `o` at or past its struct_size with garbage that would be invalid as 0.2
+// fields (window -1, softcap NaN, sides -1, wild pointers): the library must not read them.
+void GarbageAfterStructSize(simdattn_sdpa_options* o) {
+  if (o->struct_size >= sizeof(*o)) return;
+  unsigned char* bytes = reinterpret_cast<unsigned char*>(o);
+  std::memset(bytes + o->struct_size, 0xFF, sizeof(*o) - o->struct_size);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -73,7 +112,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   simdattn_sdpa_options_init(&grown.o);
   simdattn_sdpa_options& o = grown.o;
   const uint8_t ss = in.ConsumeIntegral<uint8_t>();
-  o.struct_size = ss < 240 ? sizeof(o) : ss < 245 ? sizeof(Grown) : static_cast<size_t>(ss % 5) * 8;
+  // This header's size, a later (larger) one, a partial 0.2 layout (176 = 0.1 .. 212), or
+  // below the 0.1 size (invalid).
+  o.struct_size = ss < 200   ? sizeof(o)
+                  : ss < 210 ? sizeof(Grown)
+                  : ss < 240 ? SIMDATTN_SDPA_OPTIONS_SIZE_0_1 + static_cast<size_t>(ss % 10) * 4
+                             : static_cast<size_t>(ss % 5) * 8;
   const uint8_t sc = in.ConsumeIntegral<uint8_t>();
   o.scale = sc < 128 ? 0.0f : sc < 240 ? static_cast<float>(sc - 127) / 32.0f : Value(in, true);
   const uint8_t ca = in.ConsumeIntegral<uint8_t>();
@@ -148,6 +192,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t alias = in.ConsumeIntegral<uint8_t>();
   const bool aliased = alias >= 250 && nq > 0;
   if (aliased) out_ptr = q.data() + alias % nq;
+  // The 0.2 variants: window flag (0, 1 or invalid), sides, softcap, per-head slopes and sinks
+  // (only when heads is small enough to give each head its value).
+  Guarded slopes, sinks;
+  if (!null_options) {
+    const uint8_t w = in.ConsumeIntegral<uint8_t>();
+    o.window = w < 110 ? 0 : w < 245 ? 1 : w % 2 ? 2 : -1;
+    o.window_left = Side(in), o.window_right = Side(in);
+    const uint8_t cap = in.ConsumeIntegral<uint8_t>();
+    // Invalid (NaN, inf, < 0), -0 (off), and valid extremes: a subnormal cap (1/cap = inf),
+    // FLT_MIN, and huge caps (1/cap subnormal).
+    static const float kCapEdges[] = {NAN, INFINITY, -1.0f, -0.0f, 1e-40f, FLT_MIN, 1e-30f,
+                                      1e30f, FLT_MAX};
+    o.softcap = cap < 140 ? 0.0f : cap < 245 ? static_cast<float>(cap - 139) / 16.0f
+                                             : kCapEdges[cap % std::size(kCapEdges)];
+    const uint8_t per_head = in.ConsumeIntegral<uint8_t>();
+    if (per_head & 1 && heads > 0 && heads <= 64) {
+      slopes = Guarded(heads, in, specials);
+      for (int64_t h = 0; h < heads; ++h) slopes[h] /= 8.0f;  // |slope| <= 1
+      o.alibi_slopes = slopes.data();
+    }
+    if (per_head & 2 && heads > 0 && heads <= 64) {
+      sinks = Guarded(heads, in, specials);
+      for (int64_t h = 0; h < heads; ++h) {
+        if (in.ConsumeIntegral<uint8_t>() >= 200) sinks[h] = -INFINITY;
+      }
+      o.sinks = sinks.data();
+    }
+  }
+  const simdattn_sdpa_options read = AsRead(o);
+  GarbageAfterStructSize(&o);
 
   if (std::getenv("SIMDATTN_FUZZ_VERBOSE") != nullptr) {  // describe the call (reproducers)
     auto st = [](const simdattn_strides& x) {
@@ -158,16 +232,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  "simdattn_sdpa(batch %lld, heads %lld, q_len %lld, kv_len %lld, d_k %lld, d_v "
                  "%lld) struct_size %zu scale %g causal %d kv_heads %lld q %s k %s v %s out %s "
                  "mask %s %s kv_lens %s lse %s weights %s aliased %d options %s; buffers q %lld "
-                 "k %lld v %lld out %lld\n",
+                 "k %lld v %lld out %lld; as read: window %d [%lld, %lld] softcap %g slopes %s "
+                 "sinks %s\n",
                  (long long)batch, (long long)heads, (long long)q_len, (long long)kv_len,
                  (long long)d_k, (long long)d_v, o.struct_size, double{o.scale}, o.causal,
                  (long long)o.kv_heads, st(o.q_strides).c_str(), st(o.k_strides).c_str(),
                  st(o.v_strides).c_str(), st(o.out_strides).c_str(), o.mask ? "yes" : "no",
                  st(o.mask_strides).c_str(), o.kv_lens ? "yes" : "no", o.lse ? "yes" : "no",
                  o.weights ? "yes" : "no", aliased, null_options ? "NULL" : "given",
-                 (long long)nq, (long long)nk, (long long)nv, (long long)nout);
+                 (long long)nq, (long long)nk, (long long)nv, (long long)nout, read.window,
+                 (long long)read.window_left, (long long)read.window_right,
+                 double{read.softcap}, read.alibi_slopes ? "yes" : "no",
+                 read.sinks ? "yes" : "no");
   }
   const Guarded q0 = q, k0 = k, v0 = v, out0 = out, mask0 = mask, lse0 = lse, w0 = weights;
+  const Guarded slopes0 = slopes, sinks0 = sinks;
   const std::vector<int64_t> kv_lens0 = kv_lens;
   const simdattn_status s =
       simdattn_sdpa(nq >= 0 ? q.data() : nullptr, nk >= 0 ? k.data() : nullptr,
@@ -175,10 +254,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     null_options ? nullptr : &o);
   CheckStatus(s);
   FUZZ_CHECK(q.GuardsIntact() && k.GuardsIntact() && v.GuardsIntact() && out.GuardsIntact() &&
-                 mask.GuardsIntact() && lse.GuardsIntact() && weights.GuardsIntact(),
+                 mask.GuardsIntact() && lse.GuardsIntact() && weights.GuardsIntact() &&
+                 slopes.GuardsIntact() && sinks.GuardsIntact(),
              "guard zone written");
   FUZZ_CHECK(kv_lens == kv_lens0, "kv_lens changed");
-  const bool inputs_same = k.Same(k0) && v.Same(v0) && mask.Same(mask0);
+  const bool inputs_same = k.Same(k0) && v.Same(v0) && mask.Same(mask0) &&
+                           slopes.Same(slopes0) && sinks.Same(sinks0);
   if (s != SIMDATTN_OK) {
     FUZZ_CHECK(inputs_same && q.Same(q0) && out.Same(out0) && lse.Same(lse0) && weights.Same(w0),
                "a failed call (%s) wrote", simdattn_status_name(s));
@@ -207,6 +288,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   p.mask = o.mask != nullptr ? mask0.buf.data() + kGuard : nullptr;
   p.mask_s = o.mask_strides;
   p.kv_lens = o.kv_lens;
+  p.window = read.window == 1;
+  p.window_left = read.window_left, p.window_right = read.window_right;
+  p.softcap = read.softcap;
+  p.alibi_slopes = read.alibi_slopes != nullptr ? slopes0.buf.data() + kGuard : nullptr;
+  p.sinks = read.sinks != nullptr ? sinks0.buf.data() + kGuard : nullptr;
   std::vector<char> is_elem(static_cast<size_t>(out.n), 0);
   const double u = 0x1p-24;
   for (int64_t b = 0; b < batch; ++b) {
@@ -214,18 +300,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (int64_t i = 0; i < q_len; ++i) {
         const simdattn_test::SdpaRowResult r = simdattn_test::SdpaReferenceRow(p, b, h, i);
         const int64_t row = (b * heads + h) * q_len + i;
-        // Bounds as tests/test_sdpa.cc's BoundsFor (with its safety factor 2).
+        // Bounds as tests/sdpa_harness.h's BoundsFor (with its safety factor 2): the sink is one
+        // more normaliser term and joins max|s|; softcap and ALiBi add VariantLogitError's terms
+        // (2u S + 9u cap for a 4-ulp tanh; u S + 2u max|bias|).
         double out_bound = 0, lse_bound = 0, w_rel = 0;
-        if (r.live_keys > 0) {
-          const double live = static_cast<double>(r.live_keys);
-          const double logit = Gamma(double(d_k) + 2) * r.max_abs_dot + 5 * u * r.max_abs_logit;
+        if (r.Terms() > 0) {
+          const double live = static_cast<double>(r.Terms());
+          double logit = Gamma(double(d_k) + 2) * r.max_abs_dot + 5 * u * r.MaxAbsTerm();
+          if (p.softcap > 0) logit += 2 * u * r.max_abs_dot + 9 * u * p.softcap;
+          if (p.alibi_slopes != nullptr) logit += u * r.max_abs_dot + 2 * u * r.max_abs_bias;
           const double rel = 2 * logit + 4 * u + 2 * Gamma(live * 3) + Gamma(live) + 2 * u;
           w_rel = std::expm1(2 * rel);
           out_bound = (w_rel + Gamma(live + 1) * (1 + w_rel)) * r.max_abs_v;
           lse_bound = 2 * (logit + rel + 8 * u * std::log(live) + 3 * u * std::fabs(r.lse));
         }
         const bool finite_row = std::isfinite(r.max_abs_dot) && std::isfinite(r.max_abs_v) &&
-                                std::isfinite(r.max_abs_logit) && !specials;
+                                std::isfinite(r.max_abs_logit) && !specials &&
+                                !std::isnan(r.lse);
         for (int64_t c = 0; c < d_v; ++c) {
           const int64_t off = b * os.batch + h * os.head + i * os.seq + c;
           is_elem[static_cast<size_t>(off)] = 1;
@@ -237,7 +328,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         if (o.lse != nullptr && finite_row) {
           const float got = lse[row];
-          if (r.live_keys == 0) {
+          if (r.Terms() == 0) {
             FUZZ_CHECK(got == -INFINITY, "lse of a fully masked row is %g", double{got});
           } else {
             FUZZ_CHECK(std::fabs(got - r.lse) <= lse_bound, "lse[%lld] = %.9g, want %.17g +- %.3g",

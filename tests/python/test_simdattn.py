@@ -73,24 +73,39 @@ def max_err(a, b):
 # ---------------------------------------------------------------------------- SDPA references
 
 
-def sdpa_ref(q, k, v, mask=None, scale=None, causal=None):
-    """float64 softmax(q k^T scale + mask) v with causal 'top_left' / 'bottom_right'; fully masked
-    rows give 0 and lse -inf. Returns (out, lse, probabilities)."""
+def sdpa_ref(q, k, v, mask=None, scale=None, causal=None, window=None, softcap=0.0,
+             alibi_slopes=None, sinks=None):
+    """float64 softmax(q k^T scale + mask) v with causal 'top_left' / 'bottom_right' and the
+    variants of include/simdattn.h, literally: d_i = i for top_left, else i + Lkv - Lq; window
+    (left, right): d_i - left <= j <= d_i + right; softcap: s = c tanh(s / c); ALiBi:
+    s -= slope[h] * |j - d_i|; sinks[h] joins the normaliser. Rows with nothing in the
+    normaliser give 0 and lse -inf. Returns (out, lse, probabilities)."""
     q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     s = q @ np.swapaxes(k, -1, -2) * scale
+    lq, lkv = s.shape[-2:]
+    pos = np.arange(lq)[:, None] + (0 if causal == "top_left" else lkv - lq)  # d_i
+    key = np.arange(lkv)[None, :]
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
+    if alibi_slopes is not None:
+        s = s - np.asarray(alibi_slopes, np.float64)[..., None, None] * np.abs(key - pos)
     if mask is not None:
         mask = np.asarray(mask)
         s = s + (np.where(mask, 0.0, -np.inf) if mask.dtype == np.bool_ else mask)
+    visible = np.ones((lq, lkv), bool)
     if causal is not None:
-        lq, lkv = s.shape[-2:]
-        shift = 0 if causal == "top_left" else lkv - lq
-        visible = np.arange(lkv)[None, :] <= np.arange(lq)[:, None] + shift
-        s = np.where(visible, s, -np.inf)
-    m = np.max(s, axis=-1, keepdims=True, initial=-np.inf)
+        visible &= key <= pos
+    if window is not None:
+        visible &= (pos - key <= window[0]) & (key - pos <= window[1])
+    s = np.where(visible, s, -np.inf)
+    sink = np.full(s.shape[:-1] + (1,), -np.inf)
+    if sinks is not None:
+        sink = np.broadcast_to(np.asarray(sinks, np.float64)[..., None, None], sink.shape)
+    m = np.maximum(np.max(s, axis=-1, keepdims=True, initial=-np.inf), sink)
     m = np.where(np.isfinite(m), m, 0.0)
     e = np.exp(s - m)
-    z = np.sum(e, axis=-1, keepdims=True)
+    z = np.sum(e, axis=-1, keepdims=True) + np.exp(sink - m)
     p = np.divide(e, z, out=np.zeros_like(e), where=z > 0)
     with np.errstate(divide="ignore"):
         lse = np.where(z[..., 0] > 0, np.log(z[..., 0]) + m[..., 0], -np.inf)
@@ -108,6 +123,31 @@ def sdpa_tol(q, k, v, scale=None):
     s_abs = scale * float(np.max(np.abs(q) @ np.swapaxes(np.abs(k), -1, -2), initial=0))
     vmax = float(np.max(np.abs(v), initial=0))
     return 2 * vmax * (2 * gamma(dk + 1) * s_abs + gamma(lkv + 4) + gamma(lkv))
+
+
+TANH_ULPS = 5  # the kernel's rational tanh: at most 4.9 ulp (src/kernels/attention-inl.h)
+
+
+def variant_tols(q, k, v, scale=None, softcap=0.0, alibi_slopes=None, sinks=None):
+    """(out, lse) bounds with the variants, as sdpa_tol: the logit error E = gamma_{d_k+1} S
+    plus, for a softcap c (c tanh(s/c) is 1-Lipschitz: the dot product's error passes through),
+    2u S (s * fl(1/c)) + (2 TANH_ULPS + 1) u c (tanh's ulps of |tanh| <= 1, the product by c);
+    for ALiBi u S + 2u max|bias| (the bias product and the subtraction, one rounding each);
+    a sink is one more normaliser term. out: 2 max|v| (2E + gamma_{L_kv+5} + gamma_{L_kv});
+    lse: 2 (E + gamma_{L_kv+5}) + 4u max|lse| (the final additions)."""
+    q, k = (np.asarray(t, np.float64) for t in (q, k))
+    dk, lq, lkv = q.shape[-1], q.shape[-2], k.shape[-2]
+    scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    s_abs = scale * float(np.max(np.abs(q) @ np.swapaxes(np.abs(k), -1, -2), initial=0))
+    e = gamma(dk + 1) * s_abs
+    if softcap:
+        e += 2 * U32 * s_abs + (2 * TANH_ULPS + 1) * U32 * softcap
+    if alibi_slopes is not None:
+        bias = float(np.max(np.abs(alibi_slopes), initial=0)) * (lq + lkv)
+        e += U32 * s_abs + 2 * U32 * bias
+    vmax = float(np.max(np.abs(np.asarray(v, np.float64)), initial=0))
+    rel = 2 * e + gamma(lkv + 5) + gamma(lkv)
+    return 2 * vmax * rel, 2 * (e + gamma(lkv + 5)), 4 * U32
 
 
 def torch_math_sdpa(q, k, v, mask=None, scale=None):
@@ -342,6 +382,111 @@ class TestSdpa(unittest.TestCase):
         with self.assertRaises(simdattn.ShapeError) as cm:
             simdattn.scaled_dot_product_attention(q[..., :0], k[..., :0], v)
         self.assertIn("d_k", cm.exception.message)
+
+
+class TestSdpaVariants(unittest.TestCase):
+    """window, softcap, alibi_slopes and sinks against sdpa_ref (float64, the header's
+    semantics literally) within variant_tols."""
+
+    def setUp(self):
+        self.rng = np.random.default_rng(99)
+
+    def check(self, q, k, v, causal=None, mask=None, **variants):
+        out, lse = simdattn.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal is not None,
+            causal_alignment=causal or "top_left", return_lse=True, **variants)
+        ref, ref_lse, _ = sdpa_ref(q, k, v, mask, None, causal, **variants)
+        tol_out, tol_lse, rel_lse = variant_tols(
+            q, k, v, softcap=variants.get("softcap", 0.0),
+            alibi_slopes=variants.get("alibi_slopes"), sinks=variants.get("sinks"))
+        self.assertEqual(out.shape, ref.shape)
+        self.assertLessEqual(max_err(out, ref), tol_out)
+        self.assertTrue(np.array_equal(np.isneginf(lse), np.isneginf(ref_lse)))
+        finite = np.isfinite(ref_lse)
+        lse_bound = tol_lse + rel_lse * float(np.max(np.abs(ref_lse[finite]), initial=0))
+        self.assertLessEqual(max_err(lse[finite], ref_lse[finite]), lse_bound)
+        return out, lse
+
+    def variants(self, heads):
+        slopes = np.array([0.5, 0.0, -0.125, 0.25][:heads], np.float32)
+        sinks = np.array([1.0, -np.inf, 4.0, -1.0][:heads], np.float32)
+        return [dict(window=(3, 0)), dict(window=(0, 0)), dict(window=(2, 1)),
+                dict(window=(2**63 - 1, 2**63 - 1)), dict(window=(0, 10**6)),
+                dict(softcap=2.0), dict(alibi_slopes=slopes), dict(sinks=sinks),
+                dict(window=(4, 2), softcap=1.5, alibi_slopes=slopes, sinks=sinks)]
+
+    def test_each_variant_and_combined(self):
+        heads = 3
+        for lq, lkv in ((5, 12), (12, 5), (40, 70), (1, 300)):
+            q = rand(self.rng, 2, heads, lq, 16, scale=1.5)
+            k = rand(self.rng, 2, heads, lkv, 16, scale=1.5)
+            v = rand(self.rng, 2, heads, lkv, 8)
+            for causal in (None, "top_left", "bottom_right"):
+                for variant in self.variants(heads):
+                    with self.subTest(lq=lq, lkv=lkv, causal=causal, variant=str(variant)):
+                        self.check(q, k, v, causal, **variant)
+
+    def test_per_head_arrays_broadcast_and_strides(self):
+        q, k = rand(self.rng, 2, 4, 9, 8), rand(self.rng, 2, 4, 11, 8)
+        v = rand(self.rng, 2, 4, 11, 8)
+        slopes = np.array([0.5, 0.25, 0.0, -0.1], np.float32)
+        sinks = np.array([0.0, 2.0, -np.inf, 1.0], np.float32)
+        self.check(q, k, v, "bottom_right", alibi_slopes=slopes, sinks=sinks)
+        # Non-contiguous q (transposed heads and queries), a broadcast mask.
+        qt = np.swapaxes(rand(self.rng, 2, 9, 4, 8), 1, 2)
+        mask = rand(self.rng, 9, 11)
+        self.check(qt, k, v, "top_left", mask=mask, alibi_slopes=slopes, sinks=sinks)
+        # Values that differ per batch entry too: (2, 4) slopes (the binding copies as needed).
+        per_batch = rand(self.rng, 2, 4, scale=0.2)
+        self.check(q, k, v, None, alibi_slopes=per_batch, sinks=per_batch * 3)
+        # One leading dimension: the heads.
+        self.check(q[0], k[0], v[0], "bottom_right", alibi_slopes=slopes, window=(2, 0))
+        with self.assertRaises(simdattn.ShapeError):
+            simdattn.scaled_dot_product_attention(q, k, v, alibi_slopes=slopes[:3])
+
+    def test_rows_without_keys_give_zero_and_lse_of_the_sink(self):
+        q, k, v = rand(self.rng, 3, 6, 8), rand(self.rng, 3, 4, 8), rand(self.rng, 3, 4, 8)
+        sinks = np.array([0.5, -np.inf, 2.0], np.float32)
+        # bottom_right with Lq 6 > Lkv 4: queries 0 and 1 see no key.
+        out, lse = self.check(q, k, v, "bottom_right", sinks=sinks)
+        self.assertTrue(np.all(out[:, :2] == 0))
+        self.assertTrue(np.array_equal(lse[:, :2], np.repeat(sinks[:, None], 2, axis=1)))
+
+    def test_errors(self):
+        q, k, v = rand(self.rng, 2, 3, 4), rand(self.rng, 2, 5, 4), rand(self.rng, 2, 5, 4)
+        sdpa = simdattn.scaled_dot_product_attention
+        bad = [(dict(window=(-1, 0)), "options->window_left must be >= 0 (got -1)"),
+               (dict(window=(1, -2)), "options->window_right must be >= 0 (got -2)"),
+               (dict(softcap=float("nan")), "options->softcap must be finite"),
+               (dict(softcap=-1.0), "got -1"),
+               (dict(alibi_slopes=[0.5, float("nan")]), "options->alibi_slopes[1] = nan"),
+               (dict(sinks=[float("inf"), 0.0]), "options->sinks[0] = inf"),
+               (dict(window=(2**63, 0)), "window sides must fit int64")]
+        for kwargs, message in bad:
+            with self.subTest(kwargs=str(kwargs)):
+                with self.assertRaises(simdattn.Error) as cm:
+                    sdpa(q, k, v, **kwargs)
+                self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_BAD_ARGUMENT")
+                self.assertNotIsInstance(cm.exception, ValueError)
+                self.assertIn(message, str(cm.exception))
+        for window in ((1,), (1, 2, 3), (1.5, 0)):
+            with self.assertRaises(ValueError):
+                sdpa(q, k, v, window=window)
+        with self.assertRaises(simdattn.ShapeError):
+            sdpa(q, k, v, sinks=np.zeros(3, np.float32))
+
+    def test_ctypes_gets_the_0_2_initialiser(self):
+        # A lookup by name (dlsym) binds the default SIMDATTN_0.2 version: 216 bytes written,
+        # struct_size 216; the bytes after them untouched.
+        init = simdattn._lib.simdattn_sdpa_options_init
+        init.restype, init.argtypes = None, [ctypes.c_void_p]
+        buf = (ctypes.c_ubyte * 256)(*([0xAB] * 256))
+        init(buf)
+        raw = bytes(buf)
+        self.assertEqual(int.from_bytes(raw[:8], "little"), 216)
+        self.assertEqual(raw[8:216], bytes(208))
+        self.assertEqual(raw[216:], bytes([0xAB]) * 40)
+        self.assertEqual(ctypes.sizeof(simdattn._SdpaOptions), 216)
 
 
 class TestSoftmaxMatmul(unittest.TestCase):

@@ -71,6 +71,9 @@ class _SdpaOptions(ctypes.Structure):
         ("kv_heads", _i64), ("mask", _fptr), ("mask_strides", _Strides),
         ("kv_lens", ctypes.POINTER(_i64)), ("q_strides", _Strides), ("k_strides", _Strides),
         ("v_strides", _Strides), ("out_strides", _Strides), ("lse", _fptr), ("weights", _fptr),
+        # version 0.2
+        ("window", ctypes.c_int32), ("softcap", ctypes.c_float), ("window_left", _i64),
+        ("window_right", _i64), ("alibi_slopes", _fptr), ("sinks", _fptr),
     ]
 
 
@@ -348,7 +351,8 @@ def _sdpa_mask(attn_mask, lq, lkv):
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None,
-                                 causal_alignment="top_left", return_lse=False):
+                                 causal_alignment="top_left", return_lse=False, window=None,
+                                 softcap=0.0, alibi_slopes=None, sinks=None):
     """softmax(q k^T * scale + mask) v over the last two dimensions, like
     torch.nn.functional.scaled_dot_product_attention.
 
@@ -359,7 +363,17 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     is_causal) or 'bottom_right' (j <= i + Lkv - Lq). scale: None = 1/sqrt(d_k); else > 0.
     A query whose keys are all masked gives 0 (torch gives NaN) and lse -inf.
     Returns out (..., Lq, d_v), or (out, lse) with lse (..., Lq) = log sum exp of the scores.
-    d_k == 0 with a non-empty output raises ShapeError (the default scale is undefined)."""
+    d_k == 0 with a non-empty output raises ShapeError (the default scale is undefined).
+
+    Variants (include/simdattn.h's exact semantics; d_i, query i's key position, is i with
+    is_causal and causal_alignment 'top_left', else i + Lkv - Lq):
+    window=(left, right): key j visible only if d_i - left <= j <= d_i + right (ints >= 0;
+    e.g. Mistral's 4096 window is (4095, 0) with is_causal). softcap > 0: each score s (after
+    the scale) becomes softcap * tanh(s / softcap) (Gemma 2). alibi_slopes: per query head,
+    broadcastable to the leading dimensions (shape (H,) for (..., H, L, d) inputs): s -=
+    slope * |j - d_i| (finite slopes). sinks: per query head likewise: a logit (finite or -inf)
+    that joins the softmax normaliser and has no value (gpt-oss). Invalid values raise Error
+    (ERR_BAD_ARGUMENT) with the library's message."""
     dtype = _result_dtype(q, k, v)
     q, k, v = (_as_f32(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v")))
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -376,24 +390,73 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
                          f"got {causal_alignment!r}")
     if scale is not None and not scale > 0:
         raise Error(ERR_BAD_ARGUMENT, f"scale must be > 0 (got {scale}); None = 1/sqrt(d_k)")
+    variants = _SdpaVariants(window, softcap)
     mask = _sdpa_mask(attn_mask, lq, lkv)
     operands = [q, k, v] + ([mask] if mask is not None else [])
     lead = _broadcast_lead([t.shape[:-2] for t in operands], ["q", "k", "v", "attn_mask"])
+    variants.per_head = _per_head_views(lead, alibi_slopes=alibi_slopes, sinks=sinks)
     out = np.zeros(lead + (lq, dv), np.float32)
     lse = np.full(lead + (lq,), -np.inf, np.float32)
     if lse.size and (out.size or return_lse):
         _sdpa_call([_rows_contiguous(t) for t in operands], lead, out, lse if return_lse else None,
-                   scale, _CAUSAL[causal_alignment] if is_causal else 0)
+                   scale, _CAUSAL[causal_alignment] if is_causal else 0, variants)
     out = out.astype(dtype, copy=False)
     return (out, lse.astype(dtype, copy=False)) if return_lse else out
 
 
-def _sdpa_views(operands, lead):
+class _SdpaVariants:
+    """The 0.2 options of one call: window (None or (left, right)), softcap, and the per-head
+    arrays {name: lead + (1, 1) float32 view} (alibi_slopes, sinks)."""
+
+    def __init__(self, window, softcap):
+        if window is not None:
+            if len(window) != 2 or not all(isinstance(w, (int, np.integer)) for w in window):
+                raise ValueError(f"window must be None or (left, right) integers, got {window!r}")
+            if not all(-2**63 <= int(w) < 2**63 for w in window):
+                raise Error(ERR_BAD_ARGUMENT, f"window sides must fit int64, got {window!r}")
+        self.window = None if window is None else (int(window[0]), int(window[1]))
+        self.softcap = float(softcap)
+        self.per_head = {}
+
+    def set_options(self, opts, heads_views):
+        if self.window is not None:
+            opts.window = 1
+            opts.window_left, opts.window_right = self.window
+        opts.softcap = self.softcap
+        for name, view in heads_views.items():
+            setattr(opts, name, _ptr(view))
+
+
+def _per_head_views(lead, **arrays):
+    """Per-query-head arrays broadcast over the leading dimensions, as lead + (1, 1) views (so
+    they collapse with q, k, v); None entries are left out."""
+    views = {}
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        a = _as_f32(a, name)
+        try:
+            views[name] = np.broadcast_to(a, lead)[..., None, None]
+        except ValueError:
+            raise ShapeError(f"{name} {a.shape} does not broadcast to the leading dimensions "
+                             f"{lead} (one value per query head)") from None
+    return views
+
+
+def _per_head_ok(sizes, strides):
+    """The library reads a per-head array as [heads] contiguous, the same for every batch."""
+    return all((sizes[0] == 1 or s[0] == 0) and (sizes[1] == 1 or s[1] == 1) for s in strides)
+
+
+def _sdpa_views(operands, lead, per_head=()):
     """Broadcast views of q, k, v (and the mask) over `lead`, with the leading dimensions
-    collapsed to (batch, heads): ((batch, heads), views, [(batch, head) strides per view])."""
-    views = [np.broadcast_to(t, lead + t.shape[-2:]) for t in operands]
+    collapsed to (batch, heads): ((batch, heads), views, [(batch, head) strides per view]).
+    per_head: lead + (1, 1) views that must collapse to a [heads] array (else all are copied)."""
+    views = [np.broadcast_to(t, lead + t.shape[-2:]) for t in operands] + list(per_head)
     plan = _collapse(lead, views, 2)
-    if plan is None:  # no (batch, heads) strides describe the layout: copy
+    n = len(per_head)
+    if plan is None or not _per_head_ok(plan[0], plan[1][len(views) - n:]):
+        # no (batch, heads) strides describe the layout: copy
         views = [np.ascontiguousarray(t) for t in views]
         plan = _collapse(lead, views, 2)
     sizes, strides = plan
@@ -407,8 +470,12 @@ def _tensor_strides(view, lead_strides):
     return _Strides(lead_strides[0], lead_strides[1], seq)
 
 
-def _sdpa_call(operands, lead, out, lse, scale, causal):
-    (batch, heads), views, strides = _sdpa_views(operands, lead)
+def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
+    names = list(variants.per_head) if variants is not None else []
+    (batch, heads), views, strides = _sdpa_views(
+        operands, lead, [variants.per_head[n] for n in names])
+    heads_views = dict(zip(names, views[len(operands):]))
+    views, strides = views[:len(operands)], strides[:len(operands)]
     tensors = [_tensor_strides(v, s) for v, s in zip(views, strides)]
     for i in range(3):  # a stride-0 broadcast in every dimension: copy (all zero = contiguous)
         if (tensors[i].batch, tensors[i].head, tensors[i].seq) == (0, 0, 0):
@@ -426,6 +493,8 @@ def _sdpa_call(operands, lead, out, lse, scale, causal):
         opts.mask_strides = _Strides(strides[3][0], strides[3][1],
                                      _elem_strides(views[3])[-2] if mask_rows > 1 else 0)
     opts.lse = _ptr(lse)
+    if variants is not None:
+        variants.set_options(opts, heads_views)
     q, k, v = views[:3]
     _check(_sdpa(_ptr(q), _ptr(k), _ptr(v), _ptr(out), batch, heads, lq, k.shape[-2],
                  q.shape[-1], v.shape[-1], ctypes.byref(opts)))
