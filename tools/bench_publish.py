@@ -235,6 +235,9 @@ oneDNN, PyTorch, ONNX Runtime, naive compositions; not simdattn's own `unfused` 
 nor `memcpy`, a bound). `% of peak` divides by the FMA peak measured in the same run; `x read
 time` is the time over the time to read the operation's bytes once at the measured bandwidth
 (1.00x = as fast as reading K and V once). Every implementation runs on the same thread count.
+The C++ programs interleave their implementations' runs, so their ratios (OpenBLAS, oneDNN, the
+naive compositions) see the same load; PyTorch, ONNX Runtime and the thread-scaling pass run
+later in their own processes, so on a shared machine their ratios also carry any change of load.
 Figures taken while other processes share the cores are unreliable: check the load average.
 """
 
