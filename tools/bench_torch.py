@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Times PyTorch (CPU) on the sdpa and mhsa benchmark shapes; writes bench_report.py's JSON.
 
-Usage: tools/bench_torch.py [--out FILE] [--quick] [--filter REGEX]
+Usage: tools/bench_torch.py [--out FILE] [--quick] [--filter REGEX] [--exclude REGEX]
 
   --filter  regex searched in each name group/impl/shape (as --benchmark_filter), e.g. 'mhsa'
+  --exclude regex: names it matches are skipped (as --benchmark_filter=-REGEX)
   --quick   one 0.05 s repetition per configuration instead of the median of five 0.3 s ones
   --out     JSON path (default: stdout)
 
@@ -101,7 +102,8 @@ class Timer:
     def __init__(self, min_time, repetitions):
         self.min_time, self.repetitions = min_time, repetitions
 
-    def seconds_per_call(self, fn):
+    def samples(self, fn):
+        """Seconds per call of every sample (their median is the result)."""
         start = time.perf_counter()
         fn()
         first = time.perf_counter() - start
@@ -120,7 +122,7 @@ class Timer:
                 if elapsed >= self.min_time:
                     break
             samples.append(elapsed / calls)
-        return statistics.median(samples)
+        return samples
 
 
 class Threads:
@@ -174,6 +176,7 @@ def bench_configs(group, shape_name, configs, selected, timer, flops, extra=None
     results as impl torch_<name> and the fastest as impl torch. extra(seconds) -> more keys."""
     extra = extra or (lambda seconds: {})
     results, best = [], None
+    samples_us = {}
     for config, set_up in configs:
         impl = f"torch_{config}"
         if not (selected(f"{group}/torch/{shape_name}") or
@@ -181,15 +184,18 @@ def bench_configs(group, shape_name, configs, selected, timer, flops, extra=None
             continue
         fn = set_up()
         with torch.no_grad():
-            seconds = timer.seconds_per_call(fn)
+            samples = timer.samples(fn)
         del fn
-        results.append(result(f"{group}/{impl}/{shape_name}", seconds, flops, extra(seconds)))
+        seconds = statistics.median(samples)
+        samples_us[config] = [s * 1e6 for s in samples]
+        results.append(result(f"{group}/{impl}/{shape_name}", seconds, flops,
+                              dict(extra(seconds), samples_us=samples_us[config])))
         if best is None or seconds < best[0]:
             best = (seconds, config)
     if best is not None:
         seconds, config = best
         results.append(result(f"{group}/torch/{shape_name}", seconds, flops,
-                              dict(extra(seconds), label=config)))
+                              dict(extra(seconds), label=config, samples_us=samples_us[config])))
     return results
 
 
@@ -364,11 +370,12 @@ def run_checks(selected):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--filter", default="", help="regex on group/impl/shape")
+    parser.add_argument("--exclude", help="regex on group/impl/shape: skip the matches")
     parser.add_argument("--quick", action="store_true", help="one short repetition")
     parser.add_argument("--out", help="JSON output path (default: stdout)")
     args = parser.parse_args()
-    pattern = re.compile(args.filter)
-    selected = lambda name: pattern.search(name) is not None
+    pattern, exclude = re.compile(args.filter), re.compile(args.exclude or "(?!)")
+    selected = lambda name: pattern.search(name) is not None and not exclude.search(name)
     env = os.environ.get(THREADS_ENV, "")
     t = int(env) if env.isdigit() and int(env) > 0 else DEFAULT_THREADS
     timer = Timer(QUICK_MIN_TIME_S, QUICK_REPETITIONS) if args.quick else Timer(MIN_TIME_S,

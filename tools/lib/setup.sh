@@ -1,8 +1,9 @@
 # Shared set-up for tools/run-tests and tools/run-bench (sourced, not run).
 # Debian packages the build, tests and benchmarks need.
-# clang and its runtimes (libFuzzer) build the fuzz targets (tools/run-fuzz).
+# clang and its runtimes (libFuzzer) build the fuzz targets (tools/run-fuzz); matplotlib draws
+# tools/run-bench's plots.
 SIMDATTN_DEBS=(g++ pkg-config meson ninja-build libhwy-dev libtbb-dev libopenblas-dev doctest-dev
-  libbenchmark-dev libdnnl-dev python3-numpy python3-torch clang libclang-rt-14-dev)
+  libbenchmark-dev libdnnl-dev python3-numpy python3-torch python3-matplotlib clang libclang-rt-14-dev)
 
 simdattn_install_deps() {
   local missing=()

@@ -1,7 +1,9 @@
 """NumPy bindings for libsimdattn (ctypes; standard library + NumPy only).
 
-The library is found through, in order: the environment variable SIMDATTN_LIBRARY (a path),
-build/src/libsimdattn.so of the checkout this file lives in, then the system loader.
+The library is found through, in order: the environment variable SIMDATTN_LIBRARY (a path);
+where `meson install` put this module, the installed library at the same place relative to it
+(so also under a `meson install --destdir` staging root); build/src/libsimdattn.so of the checkout
+this file lives in; then the system loader.
 
 Every function computes in float32 (the library's only type). Inputs may be float32 or float64;
 the result has the inputs' common dtype (float32 in -> float32 out, float64 in -> float64 out,
@@ -36,6 +38,21 @@ _ITEM = _F32.itemsize
 # ---------------------------------------------------------------------------- loading the library
 
 
+# Filled in by `meson install` (tools/python/meson.build configures this file): the directory the
+# module is installed to and the installed library's path. In the source tree they stay "@...@".
+_INSTALLED_MODULE_DIR = "@SIMDATTN_PYTHON_DIR@"
+_INSTALLED_LIBRARY = "@SIMDATTN_LIBRARY_PATH@"
+
+
+def _installed_library():
+    """The installed library at its install-time position relative to this module, or None."""
+    if _INSTALLED_LIBRARY.startswith("@"):
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, os.path.relpath(_INSTALLED_LIBRARY, _INSTALLED_MODULE_DIR))
+    return os.path.normpath(path) if os.path.exists(path) else None
+
+
 def _load_library():
     env = os.environ.get("SIMDATTN_LIBRARY")
     if env:
@@ -43,6 +60,9 @@ def _load_library():
             return ctypes.CDLL(env)
         except OSError as e:
             raise ImportError(f"simdattn: SIMDATTN_LIBRARY={env!r} cannot be loaded: {e}") from e
+    installed = _installed_library()
+    if installed:
+        return ctypes.CDLL(installed)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     local = os.path.join(root, "build", "src", "libsimdattn.so")
     if os.path.exists(local):
