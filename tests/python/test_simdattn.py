@@ -489,6 +489,70 @@ class TestSdpaVariants(unittest.TestCase):
         self.assertEqual(ctypes.sizeof(simdattn._SdpaOptions), 216)
 
 
+class TestVarlen(unittest.TestCase):
+    """varlen_attention per sequence against sdpa_ref (float64) within variant_tols."""
+
+    def run_case(self, q_lens, kv_lens, heads=4, kv_heads=2, dk=16, dv=12, **kw):
+        rng = np.random.default_rng(sum(q_lens) + 7 * sum(kv_lens))
+        cu_q, cu_kv = np.cumsum([0] + q_lens), np.cumsum([0] + kv_lens)
+        q = rand(rng, cu_q[-1], heads, dk)
+        k, v = rand(rng, cu_kv[-1], kv_heads, dk), rand(rng, cu_kv[-1], kv_heads, dv)
+        out, lse = simdattn.varlen_attention(q, k, v, cu_q, cu_kv, return_lse=True, **kw)
+        self.assertEqual(out.shape, (cu_q[-1], heads, dv))
+        self.assertEqual(lse.shape, (cu_q[-1], heads))
+        group = heads // kv_heads
+        ref_kw = {n: kw[n] for n in ("window", "softcap", "alibi_slopes", "sinks") if n in kw}
+        causal = kw.get("causal_alignment", "bottom_right") if kw.get("is_causal") else None
+        for b in range(len(q_lens)):
+            qs = np.swapaxes(q[cu_q[b]:cu_q[b + 1]], 0, 1)  # (heads, Lq, dk)
+            ks = np.repeat(np.swapaxes(k[cu_kv[b]:cu_kv[b + 1]], 0, 1), group, axis=0)
+            vs = np.repeat(np.swapaxes(v[cu_kv[b]:cu_kv[b + 1]], 0, 1), group, axis=0)
+            want, want_lse, _ = sdpa_ref(qs, ks, vs, causal=causal, **ref_kw)
+            tol_out, tol_lse, _ = variant_tols(
+                qs, ks, vs, **{n: a for n, a in ref_kw.items() if n != "window"})
+            got = np.swapaxes(out[cu_q[b]:cu_q[b + 1]], 0, 1)
+            got_lse = np.swapaxes(lse[cu_q[b]:cu_q[b + 1]], 0, 1)
+            self.assertLessEqual(max_err(got, want), tol_out, f"sequence {b}")
+            finite = np.isfinite(want_lse)
+            np.testing.assert_array_equal(np.isfinite(got_lse), finite)
+            if finite.any():
+                self.assertLessEqual(float(np.max(np.abs(got_lse[finite] - want_lse[finite]))),
+                                     tol_lse + 4 * U32 * float(np.max(np.abs(want_lse[finite]))))
+
+    def test_ragged_with_empty_sequences(self):
+        self.run_case([3, 0, 40, 1, 17], [5, 9, 40, 0, 70])
+
+    def test_causal_and_variants(self):
+        self.run_case([6, 33, 1], [6, 50, 90], is_causal=True, window=(10, 0), softcap=2.0,
+                      alibi_slopes=np.array([0.5, 0.25, 0.0, -0.125], np.float32),
+                      sinks=np.array([0.0, -np.inf, 1.0, 2.0], np.float32))
+
+    def test_top_left_and_strided_input(self):
+        rng = np.random.default_rng(3)
+        q = rand(rng, 9, 2, 8)[:, :, ::2]  # non-contiguous feature dimension: copied
+        k = rand(rng, 12, 1, 4)
+        v = rand(rng, 12, 1, 4)
+        out = simdattn.varlen_attention(q, k, v, [0, 4, 9], [0, 5, 12], is_causal=True,
+                                        causal_alignment="top_left")
+        for b, (q0, q1, k0, k1) in enumerate([(0, 4, 0, 5), (4, 9, 5, 12)]):
+            for h in range(2):
+                qs, ks, vs = q[q0:q1, h], k[k0:k1, 0], v[k0:k1, 0]
+                want, _, _ = sdpa_ref(qs, ks, vs, causal="top_left")
+                self.assertLessEqual(max_err(out[q0:q1, h], want), sdpa_tol(qs, ks, vs),
+                                     f"sequence {b} head {h}")
+
+    def test_errors(self):
+        q = np.zeros((4, 2, 8), np.float32)
+        with self.assertRaises(simdattn.ShapeError):
+            simdattn.varlen_attention(q, q, q, [0, 3], [0, 4])  # cu_q[-1] != total_q
+        with self.assertRaises(simdattn.Error) as cm:
+            simdattn.varlen_attention(q, q, q, [0, 3, 2, 4], [0, 1, 2, 4])
+        self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_BAD_SHAPE")
+        self.assertIn("non-decreasing", cm.exception.message)
+        with self.assertRaises(simdattn.Error):
+            simdattn.varlen_attention(q, q, q, [0, 4], [0, 4], softcap=float("nan"))
+
+
 class TestSoftmaxMatmul(unittest.TestCase):
     def setUp(self):
         self.rng = np.random.default_rng(99)

@@ -131,6 +131,9 @@ _softmax = _declare("simdattn_softmax", _status, _i64, _i64, _fptr, _i64, _fptr,
 _sdpa_options_init = _declare("simdattn_sdpa_options_init", None, ctypes.POINTER(_SdpaOptions))
 _sdpa = _declare("simdattn_sdpa", _status, _fptr, _fptr, _fptr, _fptr, _i64, _i64, _i64, _i64,
                  _i64, _i64, ctypes.POINTER(_SdpaOptions))
+_sdpa_varlen = _declare("simdattn_sdpa_varlen", _status, _fptr, _fptr, _fptr, _fptr, _i64, _i64,
+                        ctypes.POINTER(_i64), ctypes.POINTER(_i64), _i64, _i64,
+                        ctypes.POINTER(_SdpaOptions))
 _mha_options_init = _declare("simdattn_mha_options_init", None, ctypes.POINTER(_MhaOptions))
 _mhsa = _declare("simdattn_mhsa", _status, _fptr, _fptr, _i64, _i64, _i64, _i64,
                  ctypes.POINTER(_MhaWeights), ctypes.POINTER(_MhaOptions))
@@ -518,6 +521,76 @@ def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
     q, k, v = views[:3]
     _check(_sdpa(_ptr(q), _ptr(k), _ptr(v), _ptr(out), batch, heads, lq, k.shape[-2],
                  q.shape[-1], v.shape[-1], ctypes.byref(opts)))
+
+
+def _token_major(t, name, heads_axis_name):
+    """A [tokens, heads, d] float32 array the library can read: rows of d contiguous, token and
+    head strides non-negative (a copy otherwise); returns (array, simdattn_strides)."""
+    t = _as_f32(t, name)
+    if t.ndim != 3:
+        raise ShapeError(f"{name} must be [tokens, {heads_axis_name}, d], got shape {t.shape}")
+    s = _elem_strides(t)
+    if s is None or (t.shape[2] > 1 and s[2] != 1):
+        t = np.ascontiguousarray(t)
+        s = _elem_strides(t)
+    # A size-1 dimension's stride is never used: give it a nonzero value (all zero = packed).
+    seq = s[0] if t.shape[0] > 1 else t.shape[1] * t.shape[2]
+    head = s[1] if t.shape[1] > 1 else t.shape[2]
+    return t, _Strides(0, head, max(seq, 1))
+
+
+def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_kv, scale=None, is_causal=False,
+                     causal_alignment="bottom_right", return_lse=False, window=None, softcap=0.0,
+                     alibi_slopes=None, sinks=None):
+    """Attention over a ragged batch in flash-attn's varlen (packed, token-major) layout, through
+    simdattn_sdpa_varlen: q (total_q, heads, d_k), k (total_kv, kv_heads, d_k), v (total_kv,
+    kv_heads, d_v); cu_seqlens_q / cu_seqlens_kv (batch + 1) integer offsets starting at 0.
+    Sequence b is q rows cu_seqlens_q[b]:cu_seqlens_q[b+1] against k/v rows
+    cu_seqlens_kv[b]:cu_seqlens_kv[b+1], independently, with the semantics and options of
+    scaled_dot_product_attention (causal_alignment defaults to 'bottom_right': the queries are
+    the last positions of their sequence, flash-attn's convention). alibi_slopes and sinks:
+    one value per query head. Returns out (total_q, heads, d_v), or (out, lse) with lse
+    (total_q, heads)."""
+    dtype = _result_dtype(q, k, v)
+    q, qs = _token_major(q, "q", "heads")
+    k, ks = _token_major(k, "k", "kv_heads")
+    v, vs = _token_major(v, "v", "kv_heads")
+    cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=np.int64)
+    cu_kv = np.ascontiguousarray(cu_seqlens_kv, dtype=np.int64)
+    if cu_q.ndim != 1 or cu_kv.shape != cu_q.shape or cu_q.size < 1:
+        raise ShapeError(f"cu_seqlens_q {cu_q.shape} and cu_seqlens_kv {cu_kv.shape} must both "
+                         f"be (batch + 1,)")
+    heads, dk, kv_heads, dv = q.shape[1], q.shape[2], k.shape[1], v.shape[2]
+    if k.shape[2] != dk or v.shape[:2] != k.shape[:2]:
+        raise ShapeError(f"q {q.shape}, k {k.shape}, v {v.shape}: k must be (total_kv, "
+                         f"kv_heads, {dk}) and v (total_kv, kv_heads, d_v)")
+    if cu_q[-1] != q.shape[0] or cu_kv[-1] != k.shape[0]:
+        raise ShapeError(f"cu_seqlens_q[-1] = {cu_q[-1]} and cu_seqlens_kv[-1] = {cu_kv[-1]} must "
+                         f"be the token counts of q ({q.shape[0]}) and k ({k.shape[0]})")
+    if causal_alignment not in _CAUSAL:
+        raise ValueError(f"causal_alignment must be 'top_left' or 'bottom_right', "
+                         f"got {causal_alignment!r}")
+    if scale is not None and not scale > 0:
+        raise Error(ERR_BAD_ARGUMENT, f"scale must be > 0 (got {scale}); None = 1/sqrt(d_k)")
+    variants = _SdpaVariants(window, softcap)
+    per_head = _per_head_views((heads,), alibi_slopes=alibi_slopes, sinks=sinks)
+    heads_views = {n: np.ascontiguousarray(a.reshape(heads)) for n, a in per_head.items()}
+    out = np.zeros((q.shape[0], heads, dv), np.float32)
+    lse = np.full((q.shape[0], heads), -np.inf, np.float32)
+    opts = _init_options(_SdpaOptions, _sdpa_options_init)
+    opts.scale = 0.0 if scale is None else float(scale)
+    opts.causal = _CAUSAL[causal_alignment] if is_causal else 0
+    opts.kv_heads = kv_heads
+    opts.q_strides, opts.k_strides, opts.v_strides = qs, ks, vs
+    opts.out_strides = _Strides(0, dv, heads * dv) if dv else _Strides(0, 0, 0)
+    opts.lse = _ptr(lse) if return_lse else None
+    variants.set_options(opts, heads_views)
+    i64p = ctypes.POINTER(_i64)
+    _check(_sdpa_varlen(_ptr(q), _ptr(k), _ptr(v), _ptr(out), cu_q.size - 1, heads,
+                        cu_q.ctypes.data_as(i64p), cu_kv.ctypes.data_as(i64p), dk, dv,
+                        ctypes.byref(opts)))
+    out = out.astype(dtype, copy=False)
+    return (out, lse.astype(dtype, copy=False)) if return_lse else out
 
 
 class MultiheadSelfAttention:
