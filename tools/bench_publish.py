@@ -35,6 +35,10 @@ SCHEMA = 1
 SCRIPT_FILES = ("bench_torch.json", "bench_ort.json")
 # simdattn's own alternative paths and the bandwidth bound: columns, never "the best peer".
 NOT_PEERS = {"unfused", "bshd", "memcpy"}
+# bench_variants: simdattn's own modes (window vs full causal, softcap/ALiBi/sinks vs plain,
+# varlen vs padded vs one call per sequence), compared with each other, never peers.
+NOT_PEERS |= {"causal", "window4096", "plain", "softcap", "alibi", "sinks", "all", "varlen",
+              "padded", "one_by_one"}
 # Report labels of the machine section: context key -> label, in this order.
 MACHINE_KEYS = [("cpu_model", "CPU"), ("num_cpus", "CPUs"), ("threads", "threads used"),
                 ("caches", "caches"), ("cpu_mhz", "cpu MHz (/proc/cpuinfo)"),
