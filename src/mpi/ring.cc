@@ -278,24 +278,45 @@ Sight See(const Call& a, int64_t qg, int64_t kg) {
   return kg == qg ? Sight::kDiagonal : Sight::kNone;
 }
 
+// FLOPs of one simdattn_sdpa call between two progress calls of MPI: about a millisecond of
+// compute, so the K/V transfer advances (shared-memory and TCP transports move a large message
+// only inside MPI calls) while a call's thread-pool start stays negligible.
+constexpr double kFlopsPerCall = 1e8;
+
 // Attention of local query chunk qc against keys [k0, k0 + n) of the block held (contiguous),
-// merged into the chunk's running result. Returns the first failing status.
+// merged into the chunk's running result. The sdpa calls cover a batch entry and a group of
+// K/V heads each (their lse rows are contiguous), with test() (MPI progress) between them.
+// Returns the first failing status.
+template <class Test>
 simdattn_status AttendPiece(const Call& a, Buffers& buf, const float* block, int64_t qc,
-                            int64_t k0, int64_t n, bool diagonal) {
+                            int64_t k0, int64_t n, bool diagonal, Test test) {
   const int64_t cl = a.len / Chunks(a), rows = a.batch * a.heads * cl;
+  const int64_t group = a.heads / a.kv_heads;
+  const double kv_head_flops = 2.0 * group * cl * n * (a.d_k + a.d_v);
+  const int64_t per_call = std::max<int64_t>(1, static_cast<int64_t>(kFlopsPerCall / kv_head_flops));
   simdattn_sdpa_options o;
   simdattn_sdpa_options_init(&o);
-  o.scale = a.scale, o.kv_heads = a.kv_heads;
+  o.scale = a.scale;
   o.causal = diagonal ? SIMDATTN_CAUSAL_TOP_LEFT : SIMDATTN_CAUSAL_NONE;
   o.q_strides = {a.q_s.batch, a.q_s.head, a.q_s.seq};
   o.k_strides = {a.kv_heads * a.len * a.d_k, a.len * a.d_k, a.d_k};
   o.v_strides = {a.kv_heads * a.len * a.d_v, a.len * a.d_v, a.d_v};
-  o.lse = buf.piece_lse.data();
+  o.out_strides = {a.heads * cl * a.d_v, cl * a.d_v, a.d_v};
   const float* vblock = block + a.batch * a.kv_heads * a.len * a.d_k;
-  simdattn_status s = simdattn_sdpa(a.q + qc * cl * a.q_s.seq, block + k0 * a.d_k,
-                                    vblock + k0 * a.d_v, buf.piece.data(), a.batch, a.heads, cl,
-                                    n, a.d_k, a.d_v, &o);
-  if (s != SIMDATTN_OK) return s;
+  for (int64_t b = 0; b < a.batch; ++b) {
+    for (int64_t g0 = 0; g0 < a.kv_heads; g0 += per_call) {
+      const int64_t g1 = std::min(a.kv_heads, g0 + per_call), h0 = g0 * group;
+      const int64_t kv_row = (b * a.kv_heads + g0) * a.len + k0;
+      o.kv_heads = g1 - g0;
+      o.lse = buf.piece_lse.data() + (b * a.heads + h0) * cl;
+      const simdattn_status s = simdattn_sdpa(
+          a.q + b * a.q_s.batch + h0 * a.q_s.head + qc * cl * a.q_s.seq, block + kv_row * a.d_k,
+          vblock + kv_row * a.d_v, buf.piece.data() + (b * a.heads + h0) * cl * a.d_v, 1,
+          (g1 - g0) * group, cl, n, a.d_k, a.d_v, &o);
+      if (s != SIMDATTN_OK) return s;
+      test();
+    }
+  }
   float* acc = buf.acc.data() + qc * rows * a.d_v;
   float* acc_lse = buf.acc_lse.data() + qc * rows;
   const float* outs[2] = {acc, buf.piece.data()};
@@ -313,18 +334,16 @@ simdattn_status Step(const Call& a, Buffers& buf, const float* block, int src, T
     bool all = true;
     for (int64_t kc = 0; kc < chunks; ++kc) all = all && See(a, qg, GlobalChunk(a, src, kc)) == Sight::kAll;
     if (all) {  // the whole block at once
-      const simdattn_status s = AttendPiece(a, buf, block, qc, 0, a.len, false);
+      const simdattn_status s = AttendPiece(a, buf, block, qc, 0, a.len, false, test);
       if (s != SIMDATTN_OK) return s;
-      test();
       continue;
     }
     for (int64_t kc = 0; kc < chunks; ++kc) {
       const Sight sight = See(a, qg, GlobalChunk(a, src, kc));
       if (sight == Sight::kNone) continue;
       const simdattn_status s =
-          AttendPiece(a, buf, block, qc, kc * cl, cl, sight == Sight::kDiagonal);
+          AttendPiece(a, buf, block, qc, kc * cl, cl, sight == Sight::kDiagonal, test);
       if (s != SIMDATTN_OK) return s;
-      test();
     }
   }
   return SIMDATTN_OK;
