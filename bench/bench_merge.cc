@@ -31,8 +31,13 @@ struct MergeOperands {
 };
 
 MergeOperands MakeOperands(MergeShape s) {
-  MergeOperands o{s, {}, {}, ZeroBuffer(static_cast<size_t>(s.rows * s.d_v)),
-                  ZeroBuffer(static_cast<size_t>(s.rows)), {}, {}};
+  MergeOperands o{s,
+                  {},
+                  {},
+                  ZeroBuffer(static_cast<size_t>(s.rows * s.d_v)),
+                  ZeroBuffer(static_cast<size_t>(s.rows)),
+                  {},
+                  {}};
   for (int64_t i = 0; i < s.n; ++i) {
     o.outs.push_back(RandomBuffer(static_cast<size_t>(s.rows * s.d_v), 10 + i));
     o.lses.push_back(RandomBuffer(static_cast<size_t>(s.rows), 50 + i));  // lse in [-1, 1)

@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &ranks);
   const int64_t b = argc > 1 ? std::atoll(argv[1]) : 1, h = argc > 2 ? std::atoll(argv[2]) : 8;
-  const int64_t hkv = argc > 3 ? std::atoll(argv[3]) : 8, len = argc > 4 ? std::atoll(argv[4]) : 1024;
+  const int64_t hkv = argc > 3 ? std::atoll(argv[3]) : 8,
+                len = argc > 4 ? std::atoll(argv[4]) : 1024;
   const int64_t d = argc > 5 ? std::atoll(argv[5]) : 64;
   const std::vector<float> q = Random(static_cast<size_t>(b * h * len * d), 1 + rank);
   std::vector<float> kv = Random(static_cast<size_t>(2 * b * hkv * len * d), 100 + rank);
@@ -69,9 +70,8 @@ int main(int argc, char** argv) {
   simdattn_sdpa_options o;
   simdattn_sdpa_options_init(&o);
   o.kv_heads = hkv, o.lse = piece_lse.data();
-  const double compute = Time([&] {
-    simdattn_sdpa(q.data(), k, v, piece.data(), b, h, len, len, d, d, &o);
-  });
+  const double compute =
+      Time([&] { simdattn_sdpa(q.data(), k, v, piece.data(), b, h, len, len, d, d, &o); });
   const float* outs[2] = {out.data(), piece.data()};
   const float* lses[2] = {lse.data(), piece_lse.data()};
   const double merge = Time([&] {
@@ -92,15 +92,16 @@ int main(int argc, char** argv) {
   });
   ro.causal = SIMDATTN_CAUSAL_TOP_LEFT;
   const double ring_causal = Time([&] {
-    simdattn_ring_sdpa(MPI_COMM_WORLD, SIMDATTN_RING_ZIGZAG, q.data(), k, v, out.data(), b, h,
-                       len, d, d, &ro);
+    simdattn_ring_sdpa(MPI_COMM_WORLD, SIMDATTN_RING_ZIGZAG, q.data(), k, v, out.data(), b, h, len,
+                       d, d, &ro);
   });
   if (rank == 0) {
     const double flops = 4.0 * b * h * len * len * d;
     const double bytes = 4.0 * count;
-    std::printf("ranks %d, threads per rank %d, batch %lld heads %lld kv_heads %lld len %lld d %lld\n",
-                ranks, simdattn_get_num_threads(), (long long)b, (long long)h, (long long)hkv,
-                (long long)len, (long long)d);
+    std::printf(
+        "ranks %d, threads per rank %d, batch %lld heads %lld kv_heads %lld len %lld d %lld\n",
+        ranks, simdattn_get_num_threads(), (long long)b, (long long)h, (long long)hkv,
+        (long long)len, (long long)d);
     std::printf("per step: %.3g FLOP, %.3g bytes of K/V (%.0f FLOP/byte)\n", flops, bytes,
                 flops / bytes);
     std::printf("compute  %8.3f ms  (%.1f GFLOP/s)\n", compute * 1e3, flops / compute * 1e-9);

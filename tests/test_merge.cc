@@ -5,10 +5,10 @@
 // over all keys. Also: one piece is the identity, in-place aliasing, padded strides, d_v = 0,
 // NaN and +inf LSEs, every SIMD target, and bitwise determinism across thread counts.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include "tests/test_util.h"
-
 #include <algorithm>
 #include <sstream>
+
+#include "tests/test_util.h"
 
 namespace simdattn_test {
 namespace {
@@ -49,7 +49,7 @@ struct MergeCase {
 
 // The pieces as float inputs, the exact answer and its fp32 error bound.
 struct MergeData {
-  std::vector<Strided> outs;       // n x [rows, d_v], ld d_v + pad_in
+  std::vector<Strided> outs;  // n x [rows, d_v], ld d_v + pad_in
   std::vector<std::vector<float>> lses;
   Reference out_ref, lse_ref;
   MergeData(const MergeCase& c) : out_ref(c.rows, c.d_v), lse_ref(c.rows, 1) {}
@@ -78,8 +78,8 @@ struct MergeData {
 //   lse = max + log(S): R for S's error, 2 kLogUlps u |log S|, and the addition u |lse|.
 MergeData Build(const MergeCase& c) {
   MergeData d(c);
-  const std::vector<float> scores = RandomFloats(static_cast<size_t>(c.rows * c.keys), c.seed,
-                                                 -c.range, c.range);
+  const std::vector<float> scores =
+      RandomFloats(static_cast<size_t>(c.rows * c.keys), c.seed, -c.range, c.range);
   const std::vector<float> values = RandomFloats(static_cast<size_t>(c.keys * c.d_v), c.seed + 7);
   for (int64_t i = 0; i < c.n; ++i) {
     d.outs.emplace_back(1, c.rows, c.d_v, c.d_v + c.pad_in, 0);
@@ -135,8 +135,8 @@ MergeData Build(const MergeCase& c) {
     std::vector<double> rel(static_cast<size_t>(c.n), 0.0);
     for (int64_t i = 0; i < c.n; ++i) {
       if (piece_lse[i] == -kInf) continue;
-      rel[i] = kU * (std::fabs(d.lses[i][r]) + std::fabs(d.lses[i][r] - lse_max)) +
-               2.0 * kExpUlps * kU;
+      rel[i] =
+          kU * (std::fabs(d.lses[i][r]) + std::fabs(d.lses[i][r] - lse_max)) + 2.0 * kExpUlps * kU;
       big_r = std::max(big_r, rel[i]);
     }
     const double common = big_r + Gamma(std::max<int64_t>(c.n - 1, 0)) + kU;
@@ -179,8 +179,8 @@ void CheckMerge(const MergeCase& c) {
     Strided out = Strided::Matrix(c.rows, c.d_v, c.d_v + c.pad_out);
     std::vector<float> lse(static_cast<size_t>(c.rows) + kGuardFloats, Sentinel());
     const auto outs = d.OutPtrs(), lses = d.LsePtrs();
-    CheckOk(simdattn_attention_merge(c.n, c.rows, c.d_v, outs.data(), c.d_v + c.pad_in,
-                                     lses.data(), out.data(), out.ld(), lse.data()));
+    CheckOk(simdattn_attention_merge(c.n, c.rows, c.d_v, outs.data(), c.d_v + c.pad_in, lses.data(),
+                                     out.data(), out.ld(), lse.data()));
     CheckNear(out.data(), out.ld(), d.out_ref, "out");
     CheckLse(lse.data(), d.lse_ref, "lse");
     out.CheckGapsUntouched("out padding");
@@ -228,8 +228,8 @@ TEST_CASE("merge: padded strides, and d_v = 0 merges lse only (outs and out NULL
   const MergeData d = Build(c);
   std::vector<float> lse(static_cast<size_t>(c.rows), Sentinel());
   const auto lses = d.LsePtrs();
-  CheckOk(simdattn_attention_merge(c.n, c.rows, 0, nullptr, 1, lses.data(), nullptr, 1,
-                                   lse.data()));
+  CheckOk(
+      simdattn_attention_merge(c.n, c.rows, 0, nullptr, 1, lses.data(), nullptr, 1, lse.data()));
   CheckLse(lse.data(), d.lse_ref, "lse (d_v = 0)");
 }
 
@@ -241,8 +241,8 @@ TEST_CASE("merge: one piece is returned bitwise unchanged") {
     Strided out = Strided::Matrix(c.rows, c.d_v, c.d_v);
     std::vector<float> lse(static_cast<size_t>(c.rows));
     const auto outs = d.OutPtrs(), lses = d.LsePtrs();
-    CheckOk(simdattn_attention_merge(1, c.rows, c.d_v, outs.data(), c.d_v, lses.data(),
-                                     out.data(), c.d_v, lse.data()));
+    CheckOk(simdattn_attention_merge(1, c.rows, c.d_v, outs.data(), c.d_v, lses.data(), out.data(),
+                                     c.d_v, lse.data()));
     CheckBitwiseEqual(out.data(), d.outs[0].data(), static_cast<size_t>(c.rows * c.d_v), "out");
     CheckBitwiseEqual(lse.data(), d.lses[0].data(), lse.size(), "lse");
   });
@@ -275,8 +275,8 @@ TEST_CASE("merge: a NaN or +inf lse makes its row NaN; other rows are unaffected
   Strided out = Strided::Matrix(c.rows, c.d_v, c.d_v);
   std::vector<float> lse(static_cast<size_t>(c.rows));
   const auto outs = d.OutPtrs(), lses = d.LsePtrs();
-  CheckOk(simdattn_attention_merge(c.n, c.rows, c.d_v, outs.data(), c.d_v, lses.data(),
-                                   out.data(), c.d_v, lse.data()));
+  CheckOk(simdattn_attention_merge(c.n, c.rows, c.d_v, outs.data(), c.d_v, lses.data(), out.data(),
+                                   c.d_v, lse.data()));
   for (int64_t r : {1, 2}) {  // CheckNear: a NaN want requires a NaN got
     for (int64_t v = 0; v < c.d_v; ++v) d.out_ref.want(r, v) = kNaN;
     d.lse_ref.want(r, 0) = kNaN;
@@ -291,8 +291,8 @@ TEST_CASE("merge: rows == 0 is OK with NULL everywhere; lse NULL is allowed") {
   const MergeData d = Build(c);
   Strided out = Strided::Matrix(c.rows, c.d_v, c.d_v);
   const auto outs = d.OutPtrs(), lses = d.LsePtrs();
-  CheckOk(simdattn_attention_merge(c.n, c.rows, c.d_v, outs.data(), c.d_v, lses.data(),
-                                   out.data(), c.d_v, nullptr));
+  CheckOk(simdattn_attention_merge(c.n, c.rows, c.d_v, outs.data(), c.d_v, lses.data(), out.data(),
+                                   c.d_v, nullptr));
   CheckNear(out.data(), c.d_v, d.out_ref, "out");
 }
 

@@ -8,8 +8,6 @@
 // buffered; MPI_Testall between the calls drives progress). Results go to out only after every
 // rank has agreed that all went well.
 
-#include "simdattn_mpi.h"
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -21,6 +19,8 @@
 #include <new>
 #include <string>
 #include <vector>
+
+#include "simdattn_mpi.h"
 
 namespace {
 
@@ -57,7 +57,7 @@ class Checks {
   simdattn_status status() const { return status_; }
   const std::string& message() const { return message_; }
   __attribute__((format(printf, 4, 5))) Checks& Require(bool condition, simdattn_status s,
-                                                         const char* fmt, ...) {
+                                                        const char* fmt, ...) {
     if (!ok() || condition) return *this;
     char buf[kMessageBytes];
     va_list args;
@@ -112,7 +112,8 @@ void CheckOptions(Checks& c, const simdattn_sdpa_options* o) {
   if (o == nullptr) return;
   c.Require(o->struct_size >= kOptionsV01Size, SIMDATTN_ERR_BAD_ARGUMENT,
             "options->struct_size (%zu) is smaller than the 0.1 size of simdattn_sdpa_options "
-            "(%zu): call simdattn_sdpa_options_init", o->struct_size, kOptionsV01Size);
+            "(%zu): call simdattn_sdpa_options_init",
+            o->struct_size, kOptionsV01Size);
   if (!c.ok()) return;
   c.Require(o->mask == nullptr, SIMDATTN_ERR_BAD_ARGUMENT, "options->mask is not supported");
   c.Require(o->kv_lens == nullptr, SIMDATTN_ERR_BAD_ARGUMENT, "options->kv_lens is not supported");
@@ -121,7 +122,8 @@ void CheckOptions(Checks& c, const simdattn_sdpa_options* o) {
   for (size_t i = kOptionsV01Size; i < o->struct_size && c.ok(); ++i) {
     c.Require(bytes[i] == 0, SIMDATTN_ERR_BAD_ARGUMENT,
               "options: byte %zu (past `weights`: a later version's field) is nonzero; the ring "
-              "supports only the 0.1 fields", i);
+              "supports only the 0.1 fields",
+              i);
   }
 }
 
@@ -183,8 +185,8 @@ void CheckBuffers(Checks& c, const Call& a, const simdattn_sdpa_options& o) {
   for (int i = 0; i < 4; ++i) {
     const simdattn_strides& g = *given[i];
     c.Require(g.batch >= 0 && g.head >= 0 && g.seq >= 0, SIMDATTN_ERR_BAD_SHAPE,
-              "%s strides must be >= 0 (got {%lld, %lld, %lld})", names[i], L(g.batch),
-              L(g.head), L(g.seq));
+              "%s strides must be >= 0 (got {%lld, %lld, %lld})", names[i], L(g.batch), L(g.head),
+              L(g.seq));
   }
   int64_t span[4] = {};
   const int64_t inner[4] = {a.d_k, a.d_k, a.d_v, a.d_v};
@@ -206,7 +208,8 @@ void CheckBuffers(Checks& c, const Call& a, const simdattn_sdpa_options& o) {
   }
   c.Require(a.d_v == 0 || Nested(q_sizes, a.out_s, a.d_v), SIMDATTN_ERR_BAD_ARGUMENT,
             "out strides {%lld, %lld, %lld} are not nested (the ring proves rows of out disjoint "
-            "only for nested strides)", L(a.out_s.batch), L(a.out_s.head), L(a.out_s.seq));
+            "only for nested strides)",
+            L(a.out_s.batch), L(a.out_s.head), L(a.out_s.seq));
   const int64_t lse_n = a.lse ? rows : 0;
   for (int i = 0; i < 3; ++i) {
     c.Require(!Overlap(a.out, span[3], ptrs[i], span[i]), SIMDATTN_ERR_BAD_ARGUMENT,
@@ -218,7 +221,8 @@ void CheckBuffers(Checks& c, const Call& a, const simdattn_sdpa_options& o) {
             "out overlaps options->lse");
   // One K/V block is one MPI message of MPI_FLOATs (an int count).
   int64_t block = 0;
-  const bool block_overflow = __builtin_mul_overflow(a.batch * a.kv_heads, a.len * (a.d_k + a.d_v), &block);
+  const bool block_overflow =
+      __builtin_mul_overflow(a.batch * a.kv_heads, a.len * (a.d_k + a.d_v), &block);
   c.Require(!block_overflow && block <= INT_MAX, SIMDATTN_ERR_BAD_SHAPE,
             "the K/V block (batch * kv_heads * len * (d_k + d_v) floats) exceeds one MPI message "
             "(INT_MAX elements)");
@@ -288,12 +292,13 @@ constexpr double kFlopsPerCall = 1e8;
 // K/V heads each (their lse rows are contiguous), with test() (MPI progress) between them.
 // Returns the first failing status.
 template <class Test>
-simdattn_status AttendPiece(const Call& a, Buffers& buf, const float* block, int64_t qc,
-                            int64_t k0, int64_t n, bool diagonal, Test test) {
+simdattn_status AttendPiece(const Call& a, Buffers& buf, const float* block, int64_t qc, int64_t k0,
+                            int64_t n, bool diagonal, Test test) {
   const int64_t cl = a.len / Chunks(a), rows = a.batch * a.heads * cl;
   const int64_t group = a.heads / a.kv_heads;
   const double kv_head_flops = 2.0 * group * cl * n * (a.d_k + a.d_v);
-  const int64_t per_call = std::max<int64_t>(1, static_cast<int64_t>(kFlopsPerCall / kv_head_flops));
+  const int64_t per_call =
+      std::max<int64_t>(1, static_cast<int64_t>(kFlopsPerCall / kv_head_flops));
   simdattn_sdpa_options o;
   simdattn_sdpa_options_init(&o);
   o.scale = a.scale;
@@ -332,7 +337,8 @@ simdattn_status Step(const Call& a, Buffers& buf, const float* block, int src, T
   for (int64_t qc = 0; qc < chunks; ++qc) {
     const int64_t qg = GlobalChunk(a, a.rank, qc);
     bool all = true;
-    for (int64_t kc = 0; kc < chunks; ++kc) all = all && See(a, qg, GlobalChunk(a, src, kc)) == Sight::kAll;
+    for (int64_t kc = 0; kc < chunks; ++kc)
+      all = all && See(a, qg, GlobalChunk(a, src, kc)) == Sight::kAll;
     if (all) {  // the whole block at once
       const simdattn_status s = AttendPiece(a, buf, block, qc, 0, a.len, false, test);
       if (s != SIMDATTN_OK) return s;
@@ -409,8 +415,8 @@ Checks Validate(Call& a, const simdattn_sdpa_options* options, simdattn_sdpa_opt
   a.v_s = Resolve(o->v_strides, a.kv_heads, a.len, a.d_v);
   a.out_s = Resolve(o->out_strides, a.heads, a.len, a.d_v);
   a.lse = o->lse;
-  a.scale = o->scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.d_k)))
-                             : o->scale;
+  a.scale =
+      o->scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.d_k))) : o->scale;
   a.causal = o->causal;
   CheckBuffers(c, a, *o);
   return c;

@@ -5,10 +5,9 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/ops/merge.cc"
-#include "hwy/foreach_target.h"  // IWYU pragma: keep
-
 #include <algorithm>
 
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "src/kernels/attention-inl.h"
 #include "src/ops/ops.h"
@@ -24,7 +23,9 @@ struct CallerPieces {
   const MergeArgs& a;
   int64_t r;
   float Lse(size_t i) const { return a.lses[i][r]; }
-  const float* Row(size_t i) const { return a.outs == nullptr ? nullptr : a.outs[i] + r * a.ld_out; }
+  const float* Row(size_t i) const {
+    return a.outs == nullptr ? nullptr : a.outs[i] + r * a.ld_out;
+  }
 };
 
 }  // namespace
@@ -32,8 +33,8 @@ struct CallerPieces {
 void MergeRowsImpl(const MergeArgs& a, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     float* out = a.out == nullptr ? nullptr : a.out + r * a.ld_merged;
-    const float lse = MergeRow(CallerPieces{a, r}, static_cast<size_t>(a.n),
-                               static_cast<size_t>(a.d_v), out);
+    const float lse =
+        MergeRow(CallerPieces{a, r}, static_cast<size_t>(a.n), static_cast<size_t>(a.d_v), out);
     if (a.lse != nullptr) a.lse[r] = lse;
   }
 }

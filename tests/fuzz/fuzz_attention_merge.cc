@@ -28,11 +28,11 @@ void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int6
     top = std::fmax(top, double{x});
   }
   if (poisoned || top == -INFINITY) {
-    FUZZ_CHECK(!lse_out || (poisoned ? std::isnan(lse) : lse == -INFINITY), "row %lld: lse %g", (long long)r,
-               double{lse});
+    FUZZ_CHECK(!lse_out || (poisoned ? std::isnan(lse) : lse == -INFINITY), "row %lld: lse %g",
+               (long long)r, double{lse});
     for (int64_t v = 0; v < d_v; ++v) {
-      FUZZ_CHECK(poisoned ? std::isnan(out[v]) : out[v] == 0.0f, "row %lld: out %g",
-                 (long long)r, double{out[v]});
+      FUZZ_CHECK(poisoned ? std::isnan(out[v]) : out[v] == 0.0f, "row %lld: out %g", (long long)r,
+                 double{out[v]});
     }
     return;
   }
@@ -43,7 +43,8 @@ void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int6
   }
   const double want_lse = top + std::log(sum);
   const double common = big_r + Gamma(static_cast<double>(n)) + u;
-  const double lse_bound = 2 * (common + 2 * u * std::fabs(std::log(sum)) + 2 * u * std::fabs(want_lse));
+  const double lse_bound =
+      2 * (common + 2 * u * std::fabs(std::log(sum)) + 2 * u * std::fabs(want_lse));
   FUZZ_CHECK(!lse_out || std::fabs(lse - want_lse) <= lse_bound, "row %lld: lse %.9g, want %.17g",
              (long long)r, double{lse}, want_lse);
   for (int64_t v = 0; v < d_v; ++v) {
@@ -107,9 +108,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (overlap && n_alloc > 1 && ext_in > 1) out_ptr = outs_buf[n_alloc - 1].data() + 1;
   const std::vector<Guarded> outs0 = outs_buf, lses0 = lses_buf;
   const Guarded out0 = out, lse0 = lse;
-  const simdattn_status s = simdattn_attention_merge(
-      n, rows, d_v, n_alloc ? outs.data() : nullptr, ld_out, n_alloc ? lses.data() : nullptr,
-      out_ptr, ld_merged, lse_ptr);
+  const simdattn_status s =
+      simdattn_attention_merge(n, rows, d_v, n_alloc ? outs.data() : nullptr, ld_out,
+                               n_alloc ? lses.data() : nullptr, out_ptr, ld_merged, lse_ptr);
   CheckStatus(s);
   bool same = out.Same(out0) && lse.Same(lse0), guards = out.GuardsIntact() && lse.GuardsIntact();
   for (int64_t i = 0; i < n_alloc; ++i) {
@@ -141,7 +142,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!in_place && d_v > 0) {  // padding between rows unchanged
     for (int64_t o = 0; o < out.n; ++o) {
       if (o % ld_merged >= d_v) {
-        FUZZ_CHECK(Bits(out[o]) == Bits(out0.buf[kGuard + o]), "padding %lld written", (long long)o);
+        FUZZ_CHECK(Bits(out[o]) == Bits(out0.buf[kGuard + o]), "padding %lld written",
+                   (long long)o);
       }
     }
   }

@@ -27,14 +27,14 @@ using simdattn_test::SdpaRowResult;
 
 int g_rank = 0, g_ranks = 1, g_failures = 0;
 
-#define EXPECT(cond, ...)                                                  \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      ++g_failures;                                                        \
+#define EXPECT(cond, ...)                                                              \
+  do {                                                                                 \
+    if (!(cond)) {                                                                     \
+      ++g_failures;                                                                    \
       std::fprintf(stderr, "rank %d: %s:%d: %s: ", g_rank, __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                   \
-      std::fprintf(stderr, "\n");                                          \
-    }                                                                      \
+      std::fprintf(stderr, __VA_ARGS__);                                               \
+      std::fprintf(stderr, "\n");                                                      \
+    }                                                                                  \
   } while (0)
 
 constexpr double kU = 0x1p-24;
@@ -63,16 +63,17 @@ struct RingCase {
   int32_t layout = SIMDATTN_RING_CONTIGUOUS;
   int32_t causal = SIMDATTN_CAUSAL_NONE;
   int64_t batch = 2, heads = 4, kv_heads = 2, len = 10, d_k = 24, d_v = 16;
-  bool bshd = false;  // q and out local tensors as [batch, len, heads, d]
+  bool bshd = false;      // q and out local tensors as [batch, len, heads, d]
   float qk_scale = 3.0f;  // q and k values in [-qk_scale, qk_scale): peaked softmaxes
   // Large cases: check every check_every-th local row (and the last) against the reference
   // only, without the single-process simdattn_sdpa over the whole sequence.
   int64_t check_every = 1;
   std::string Describe() const {
     char buf[200];
-    std::snprintf(buf, sizeof(buf), "layout %d causal %d batch %lld heads %lld/%lld len %lld d %lld/%lld%s",
-                  layout, causal, (long long)batch, (long long)heads, (long long)kv_heads,
-                  (long long)len, (long long)d_k, (long long)d_v, bshd ? " BSHD" : "");
+    std::snprintf(buf, sizeof(buf),
+                  "layout %d causal %d batch %lld heads %lld/%lld len %lld d %lld/%lld%s", layout,
+                  causal, (long long)batch, (long long)heads, (long long)kv_heads, (long long)len,
+                  (long long)d_k, (long long)d_v, bshd ? " BSHD" : "");
     return buf;
   }
   int64_t Global() const { return len * g_ranks; }
@@ -98,8 +99,8 @@ struct Global {
 };
 
 // Rows of a global [b, h, N, d] tensor for this rank, as [b, h, len, d] or BSHD [b, len, h, d].
-std::vector<float> Local(const RingCase& c, const std::vector<float>& g, int64_t h_count,
-                         int64_t d, bool bshd) {
+std::vector<float> Local(const RingCase& c, const std::vector<float>& g, int64_t h_count, int64_t d,
+                         bool bshd) {
   std::vector<float> out(static_cast<size_t>(c.batch * h_count * c.len * d));
   for (int64_t b = 0; b < c.batch; ++b) {
     for (int64_t h = 0; h < h_count; ++h) {
@@ -136,12 +137,19 @@ Bounds RingBounds(const SdpaRowResult& r, int64_t d_k, int64_t pieces) {
   return b;
 }
 
+// This rank's q (BSHD when the case says so), k and v.
+struct LocalTensors {
+  std::vector<float> q, k, v;
+  LocalTensors(const RingCase& c, const Global& g)
+      : q(Local(c, g.q, c.heads, c.d_k, c.bshd)),
+        k(Local(c, g.k, c.kv_heads, c.d_k, false)),
+        v(Local(c, g.v, c.kv_heads, c.d_v, false)) {}
+};
+
 // Runs the ring for one case on every rank and checks this rank's rows.
 void CheckCase(const RingCase& c) {
   const Global g(c);
-  const std::vector<float> q = Local(c, g.q, c.heads, c.d_k, c.bshd);
-  const std::vector<float> k = Local(c, g.k, c.kv_heads, c.d_k, false);
-  const std::vector<float> v = Local(c, g.v, c.kv_heads, c.d_v, false);
+  const LocalTensors t(c, g);
   std::vector<float> out(static_cast<size_t>(c.batch * c.heads * c.len * c.d_v), Sentinel());
   std::vector<float> lse(static_cast<size_t>(c.batch * c.heads * c.len), Sentinel());
   simdattn_sdpa_options o;
@@ -151,9 +159,9 @@ void CheckCase(const RingCase& c) {
     o.q_strides = {c.len * c.heads * c.d_k, c.d_k, c.heads * c.d_k};
     o.out_strides = {c.len * c.heads * c.d_v, c.d_v, c.heads * c.d_v};
   }
-  const simdattn_status s = simdattn_ring_sdpa(MPI_COMM_WORLD, c.layout, q.data(), k.data(),
-                                               v.data(), out.data(), c.batch, c.heads, c.len,
-                                               c.d_k, c.d_v, &o);
+  const simdattn_status s =
+      simdattn_ring_sdpa(MPI_COMM_WORLD, c.layout, t.q.data(), t.k.data(), t.v.data(), out.data(),
+                         c.batch, c.heads, c.len, c.d_k, c.d_v, &o);
   EXPECT(s == SIMDATTN_OK, "%s: %s (%s)", c.Describe().c_str(), simdattn_status_name(s),
          simdattn_ring_last_error());
   if (s != SIMDATTN_OK) return;
@@ -165,8 +173,8 @@ void CheckCase(const RingCase& c) {
   simdattn_sdpa_options fo;
   simdattn_sdpa_options_init(&fo);
   fo.causal = c.causal, fo.kv_heads = c.kv_heads, fo.lse = full_lse.data();
-  EXPECT(!single || simdattn_sdpa(g.q.data(), g.k.data(), g.v.data(), full.data(), c.batch,
-                                  c.heads, n, n, c.d_k, c.d_v, &fo) == SIMDATTN_OK,
+  EXPECT(!single || simdattn_sdpa(g.q.data(), g.k.data(), g.v.data(), full.data(), c.batch, c.heads,
+                                  n, n, c.d_k, c.d_v, &fo) == SIMDATTN_OK,
          "single-process sdpa failed");
   SdpaProblem p;
   p.q = g.q.data(), p.k = g.k.data(), p.v = g.v.data();
@@ -193,18 +201,21 @@ void CheckCase(const RingCase& c) {
           const double diff = std::fabs(double{got[j]} - one[j]);
           if (err <= bound.out && diff <= 2 * bound.out) continue;
           ++bad;
-          EXPECT(false, "%s: out[%lld, %lld, pos %lld, %lld] = %.9g, reference %.17g, sdpa %.9g, bound %.3g",
-                 c.Describe().c_str(), (long long)b, (long long)h, (long long)pos, (long long)j,
-                 double{got[j]}, r.out[j], double{one[j]}, bound.out);
+          EXPECT(
+              false,
+              "%s: out[%lld, %lld, pos %lld, %lld] = %.9g, reference %.17g, sdpa %.9g, bound %.3g",
+              c.Describe().c_str(), (long long)b, (long long)h, (long long)pos, (long long)j,
+              double{got[j]}, r.out[j], double{one[j]}, bound.out);
         }
         const float l = lse[(b * c.heads + h) * c.len + i];
         const float l1 = single ? full_lse[(b * c.heads + h) * n + pos] : l;
         const bool lse_ok = std::fabs(l - r.lse) <= bound.lse && std::fabs(l - l1) <= 2 * bound.lse;
         if (!lse_ok && bad < 5) {
           ++bad;
-          EXPECT(false, "%s: lse[%lld, %lld, pos %lld] = %.9g, reference %.17g, sdpa %.9g, bound %.3g",
-                 c.Describe().c_str(), (long long)b, (long long)h, (long long)pos, double{l},
-                 r.lse, double{l1}, bound.lse);
+          EXPECT(false,
+                 "%s: lse[%lld, %lld, pos %lld] = %.9g, reference %.17g, sdpa %.9g, bound %.3g",
+                 c.Describe().c_str(), (long long)b, (long long)h, (long long)pos, double{l}, r.lse,
+                 double{l1}, bound.lse);
         }
       }
     }
@@ -213,8 +224,8 @@ void CheckCase(const RingCase& c) {
 
 void TestMatches() {
   for (const int32_t layout : {SIMDATTN_RING_CONTIGUOUS, SIMDATTN_RING_ZIGZAG}) {
-    for (const int32_t causal : {SIMDATTN_CAUSAL_NONE, SIMDATTN_CAUSAL_TOP_LEFT,
-                                 SIMDATTN_CAUSAL_BOTTOM_RIGHT}) {
+    for (const int32_t causal :
+         {SIMDATTN_CAUSAL_NONE, SIMDATTN_CAUSAL_TOP_LEFT, SIMDATTN_CAUSAL_BOTTOM_RIGHT}) {
       RingCase c;
       c.layout = layout, c.causal = causal;
       CheckCase(c);
@@ -241,9 +252,7 @@ void TestDeterminism() {
   RingCase c;
   c.layout = SIMDATTN_RING_ZIGZAG, c.causal = SIMDATTN_CAUSAL_TOP_LEFT, c.len = 130, c.d_k = 64;
   const Global g(c);
-  const std::vector<float> q = Local(c, g.q, c.heads, c.d_k, false);
-  const std::vector<float> k = Local(c, g.k, c.kv_heads, c.d_k, false);
-  const std::vector<float> v = Local(c, g.v, c.kv_heads, c.d_v, false);
+  const LocalTensors t(c, g);
   std::vector<float> first;
   for (const int32_t threads : {1, 3, 16}) {
     simdattn_set_num_threads(threads);
@@ -251,8 +260,8 @@ void TestDeterminism() {
     simdattn_sdpa_options o;
     simdattn_sdpa_options_init(&o);
     o.causal = c.causal, o.kv_heads = c.kv_heads;
-    EXPECT(simdattn_ring_sdpa(MPI_COMM_WORLD, c.layout, q.data(), k.data(), v.data(), out.data(),
-                              c.batch, c.heads, c.len, c.d_k, c.d_v, &o) == SIMDATTN_OK,
+    EXPECT(simdattn_ring_sdpa(MPI_COMM_WORLD, c.layout, t.q.data(), t.k.data(), t.v.data(),
+                              out.data(), c.batch, c.heads, c.len, c.d_k, c.d_v, &o) == SIMDATTN_OK,
            "determinism run failed: %s", simdattn_ring_last_error());
     if (first.empty()) first = out;
     EXPECT(std::memcmp(out.data(), first.data(), out.size() * 4) == 0,
@@ -266,9 +275,7 @@ void ExpectAgreedError(const char* what, int bad_rank, simdattn_status want, con
                        void (*spoil)(RingCase&, simdattn_sdpa_options&, int32_t&, float*)) {
   RingCase c;
   const Global g(c);
-  const std::vector<float> q = Local(c, g.q, c.heads, c.d_k, false);
-  const std::vector<float> k = Local(c, g.k, c.kv_heads, c.d_k, false);
-  const std::vector<float> v = Local(c, g.v, c.kv_heads, c.d_v, false);
+  const LocalTensors t(c, g);
   std::vector<float> out(static_cast<size_t>(c.batch * c.heads * c.len * c.d_v), Sentinel());
   std::vector<float> lse(static_cast<size_t>(c.batch * c.heads * c.len), Sentinel());
   simdattn_sdpa_options o;
@@ -276,9 +283,9 @@ void ExpectAgreedError(const char* what, int bad_rank, simdattn_status want, con
   o.kv_heads = c.kv_heads, o.lse = lse.data();
   int32_t layout = SIMDATTN_RING_ZIGZAG;
   spoil(c, o, layout, out.data());
-  const simdattn_status s = simdattn_ring_sdpa(MPI_COMM_WORLD, layout, q.data(), k.data(),
-                                               v.data(), out.data(), c.batch, c.heads, c.len,
-                                               c.d_k, c.d_v, &o);
+  const simdattn_status s =
+      simdattn_ring_sdpa(MPI_COMM_WORLD, layout, t.q.data(), t.k.data(), t.v.data(), out.data(),
+                         c.batch, c.heads, c.len, c.d_k, c.d_v, &o);
   const std::string error = simdattn_ring_last_error();
   const std::string rank_text = "rank " + std::to_string(bad_rank) + ": ";
   EXPECT(s == want, "%s: got %s, want %s (%s)", what, simdattn_status_name(s),
@@ -300,12 +307,13 @@ void TestErrors() {
                       if (g_rank == g_ranks - 1) c.d_k = 0;
                     });
   ExpectAgreedError("layout 2 on rank 0, odd len on rank 1", 0, SIMDATTN_ERR_BAD_ARGUMENT,
-                    "layout must be", [](RingCase& c, simdattn_sdpa_options&, int32_t& layout, float*) {
+                    "layout must be",
+                    [](RingCase& c, simdattn_sdpa_options&, int32_t& layout, float*) {
                       if (g_rank == 0) layout = 2;
                       if (g_rank == 1) c.len = 9;
                     });
-  ExpectAgreedError("odd len for zigzag on rank 1", 1, SIMDATTN_ERR_BAD_SHAPE,
-                    "len must be even", [](RingCase& c, simdattn_sdpa_options&, int32_t&, float*) {
+  ExpectAgreedError("odd len for zigzag on rank 1", 1, SIMDATTN_ERR_BAD_SHAPE, "len must be even",
+                    [](RingCase& c, simdattn_sdpa_options&, int32_t&, float*) {
                       if (g_rank == 1) c.len = 9;
                     });
   ExpectAgreedError("a mask on the last rank", last, SIMDATTN_ERR_BAD_ARGUMENT,
@@ -315,7 +323,8 @@ void TestErrors() {
                       if (g_rank == g_ranks - 1) o.mask = mask;
                     });
   ExpectAgreedError("lse overlapping out on rank 1", 1, SIMDATTN_ERR_BAD_ARGUMENT,
-                    "out overlaps options->lse", [](RingCase&, simdattn_sdpa_options& o, int32_t&, float* out) {
+                    "out overlaps options->lse",
+                    [](RingCase&, simdattn_sdpa_options& o, int32_t&, float* out) {
                       if (g_rank == 1) o.lse = out + 3;
                     });
 }
