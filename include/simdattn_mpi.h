@@ -34,7 +34,9 @@ enum { SIMDATTN_RING_CONTIGUOUS = 0, SIMDATTN_RING_ZIGZAG = 1 };
  * K/V block of more than INT_MAX floats (one MPI message) -> BAD_SHAPE.
  * Errors are agreed across ranks: every rank returns the status of the lowest-numbered rank
  * whose arguments are invalid (or that ran out of memory) and writes nothing;
- * simdattn_ring_last_error() then names that rank and its argument. batch, heads or len == 0 ->
+ * simdattn_ring_last_error() then names that rank and its argument. Valid arguments that differ
+ * between ranks (layout, sizes, resolved kv_heads and scale, causal or not) -> BAD_ARGUMENT on
+ * every rank, nothing written. batch, heads or len == 0 ->
  * OK on every rank, nothing written, NULL accepted for buffers without elements; d_v == 0 writes
  * lse only.
  * MPI use: a duplicate of comm only, never MPI_COMM_WORLD; all MPI calls from the calling thread

@@ -242,6 +242,29 @@ simdattn_status Agree(MPI_Comm comm, int rank, const Checks& local, std::string*
   return static_cast<simdattn_status>(status);
 }
 
+// The arguments every rank must share (all ranks valid): BAD_ARGUMENT on every rank, with the
+// same message, when they differ (the ring's messages and steps would not match).
+simdattn_status AgreeOnShape(MPI_Comm comm, const Call& a, std::string* message) {
+  uint32_t scale_bits = 0;
+  std::memcpy(&scale_bits, &a.scale, sizeof(scale_bits));
+  constexpr int kCount = 9;
+  const int64_t mine[kCount] = {a.layout, a.batch, a.heads, a.kv_heads, a.len, a.d_k, a.d_v,
+                                a.causal != SIMDATTN_CAUSAL_NONE, scale_bits};
+  static const char* const kNames[kCount] = {
+      "layout", "batch", "heads", "options->kv_heads (resolved)", "len", "d_k", "d_v",
+      "options->causal (none or causal)", "options->scale (resolved, as bits)"};
+  int64_t lo[kCount], hi[kCount];
+  MPI_Allreduce(mine, lo, kCount, MPI_INT64_T, MPI_MIN, comm);
+  MPI_Allreduce(mine, hi, kCount, MPI_INT64_T, MPI_MAX, comm);
+  for (int i = 0; i < kCount; ++i) {
+    if (lo[i] == hi[i]) continue;
+    *message = std::string("simdattn_ring_sdpa: the ranks disagree on ") + kNames[i] + " (" +
+               std::to_string(lo[i]) + " to " + std::to_string(hi[i]) + ")";
+    return SIMDATTN_ERR_BAD_ARGUMENT;
+  }
+  return SIMDATTN_OK;
+}
+
 // Chunks per rank and global chunk index of local chunk c of rank r.
 int64_t Chunks(const Call& a) { return a.layout == SIMDATTN_RING_ZIGZAG ? 2 : 1; }
 int64_t GlobalChunk(const Call& a, int r, int64_t c) {
@@ -461,6 +484,7 @@ simdattn_status simdattn_ring_sdpa(MPI_Comm comm, int32_t layout, const float* q
   Buffers buf;
   if (c.ok() && !empty) Allocate(a, buf, c);
   simdattn_status s = Agree(ring, a.rank, c, &t_ring_error);
+  if (s == SIMDATTN_OK) s = AgreeOnShape(ring, a, &t_ring_error);
   if (s == SIMDATTN_OK && !empty) {
     Checks run;
     const simdattn_status r = RunRing(a, ring, buf);

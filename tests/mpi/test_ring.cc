@@ -329,6 +329,29 @@ void TestErrors() {
                     });
 }
 
+// Valid arguments that differ between ranks: every rank fails with the same message.
+void TestMismatch() {
+  RingCase c;
+  const Global g(c);
+  const LocalTensors t(c, g);
+  std::vector<float> out(static_cast<size_t>(c.batch * c.heads * c.len * c.d_v), Sentinel());
+  simdattn_sdpa_options o;
+  simdattn_sdpa_options_init(&o);
+  o.kv_heads = c.kv_heads;
+  const int64_t len = g_rank == g_ranks - 1 ? c.len - 2 : c.len;  // fits the buffers
+  const simdattn_status s = simdattn_ring_sdpa(MPI_COMM_WORLD, SIMDATTN_RING_ZIGZAG, t.q.data(),
+                                               t.k.data(), t.v.data(), out.data(), c.batch,
+                                               c.heads, len, c.d_k, c.d_v, &o);
+  const std::string error = simdattn_ring_last_error();
+  EXPECT(s == SIMDATTN_ERR_BAD_ARGUMENT &&
+             error.find("the ranks disagree on len (8 to 10)") != std::string::npos,
+         "len 8 on one rank: %s, \"%s\"", simdattn_status_name(s), error.c_str());
+  const float sentinel = Sentinel();
+  bool untouched = true;
+  for (const float x : out) untouched = untouched && std::memcmp(&x, &sentinel, 4) == 0;
+  EXPECT(untouched, "a failed call wrote");
+}
+
 void TestEmpty() {
   simdattn_sdpa_options o;
   simdattn_sdpa_options_init(&o);
@@ -348,6 +371,7 @@ int main(int argc, char** argv) {
   TestMatches();
   TestDeterminism();
   TestErrors();
+  TestMismatch();
   TestEmpty();
   int failures = 0;
   MPI_Allreduce(&g_failures, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
