@@ -96,7 +96,7 @@ void VisibleKeys(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t
   *hi = std::max(end, t.key0);
 }
 
-// Columns rounded up to whole vectors: the width the softmax and merge steps work on.
+// Columns rounded up to whole vectors: the width the online softmax steps work on.
 size_t PaddedCols(const Columns& c) {
   const size_t n = hn::Lanes(DF());
   return (static_cast<size_t>(c.n) + n - 1) / n * n;
