@@ -39,6 +39,8 @@ void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int6
   double sum = 0, big_r = 0;
   for (int64_t i = 0; i < n; ++i) {
     sum += std::exp(double{lses[i][r]} - top);
+    // Pieces the kernel skips (weight 0 in float: -inf or underflow) carry no error.
+    if (static_cast<float>(std::exp(double{lses[i][r]} - top)) == 0.0f) continue;
     big_r = std::fmax(big_r, u * (std::fabs(lses[i][r] - top) + 2));
   }
   const double want_lse = top + std::log(sum);
