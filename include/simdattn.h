@@ -197,7 +197,9 @@ SIMDATTN_API simdattn_status simdattn_sdpa(const float* q, const float* k, const
  * adds nothing to it, whatever its output holds (even NaN); so does a piece whose weight
  * exp(lses[i][r] - max_i lses[i][r]) underflows to 0. A row whose pieces are all -inf gets out 0
  * and lse -inf. A NaN or +inf lse in any piece (no partial softmax yields +inf) makes that row's
- * out and lse NaN. One piece returns it unchanged (bitwise).
+ * out and lse NaN. One piece returns it unchanged (bitwise). out is formed as a convex
+ * combination of the rows (weights normalized first): it overflows only within rounding of
+ * FLT_MAX.
  * out may be exactly outs[0] (same pointer, ld_out_merged == ld_out) and lse exactly lses[0];
  * any other overlap of out/lse with the inputs, or of out with lse -> BAD_ARGUMENT. Inputs may
  * overlap one another.

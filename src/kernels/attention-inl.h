@@ -402,16 +402,16 @@ HWY_INLINE float MergeRow(const Pieces& pieces, size_t n, size_t dv, float* out)
   for (size_t i = 0; i < n; ++i) {
     const float e = std::exp(pieces.Lse(i) - top);
     if (e == 0.0f) continue;
-    w[kept] = e;
+    w[kept] = e * inv;  // normalized first: a convex combination cannot overflow midway
     rows[kept++] = pieces.Row(i);
     if (kept == kMergeGroup) {
-      WeightedRowsT(w, kept, ListedRows{rows}, dv, inv, accumulate, out);
+      WeightedRowsT(w, kept, ListedRows{rows}, dv, 1.0f, accumulate, out);
       accumulate = true;
       kept = 0;
     }
   }
   // The largest piece has weight 1, so some row was kept (this group, or a flushed one).
-  if (kept > 0) WeightedRowsT(w, kept, ListedRows{rows}, dv, inv, accumulate, out);
+  if (kept > 0) WeightedRowsT(w, kept, ListedRows{rows}, dv, 1.0f, accumulate, out);
   return top + std::log(sum);
 }
 
