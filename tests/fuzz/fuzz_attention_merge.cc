@@ -53,7 +53,8 @@ void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int6
     double want = 0, bound = 0;
     bool nan = false;
     for (int64_t i = 0; i < n; ++i) {
-      const double w = std::exp(double{lses[i][r]} - want_lse);
+      // Relative to the max, not to want_lse: near FLT_MAX, log(sum) is below want_lse's ulp.
+      const double w = std::exp(double{lses[i][r]} - top) / sum;
       if (static_cast<float>(std::exp(double{lses[i][r]} - top)) == 0.0f) continue;  // skipped
       const double o = outs[i][r * ld + v];
       nan = nan || std::isnan(o) || std::isinf(o);
