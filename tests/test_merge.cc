@@ -15,7 +15,9 @@ namespace {
 
 constexpr double kU = kUnitRoundoff32;
 constexpr float kNegInf = -kInf;
-// glibc's expf and logf are within 1 ULP (<= 2u relative) like Highway's Exp.
+// The merge's exp is src/kernels/exp-inl.h's ExpNonPositive: within 2 ulp (<= 4u relative), and
+// 0 below FLT_MIN (covered by the n FLT_MIN term); its log is glibc's logf, within 1 ulp.
+constexpr double kMergeExpUlps = 2.0;
 constexpr double kLogUlps = 1.0;
 
 // How a piece of a row's keys is made.
@@ -69,9 +71,9 @@ struct MergeData {
 // Exact answer: softmax over all live keys in float64, lse = log sum_j exp(s_j).
 // Bound of the fp32 merge of the rounded pieces (o_i, lse_i), with t_i = lse_i - max lse:
 //   the inputs' own rounding: lse_i by u|lse_i| (moves weight i by that factor), o_i by u;
-//   weight e_i = exp(fl(t_i)): u|t_i| for the subtraction, 2 kExpUlps u for exp;
+//   weight e_i = exp(fl(t_i)): u|t_i| for the subtraction, 2 kMergeExpUlps u for exp;
 //   the sum S of the n weights: gamma_{n-1}; 1/S: u; so every merged weight w_i is within
-//   r_i = u(|lse_i| + |t_i|) + 2 kExpUlps u + gamma_{n-1} + u + R (R = max_i r_i, via S)
+//   r_i = u(|lse_i| + |t_i|) + 2 kMergeExpUlps u + gamma_{n-1} + u + R (R = max_i r_i, via S)
 //   relative; the weighted sum of the output rows (n products, FMA chains, one scaling and
 //   one add per group of 32): gamma_{n+2}.
 //   |out - want| <= sum_i w_i |o_i| (r_i + u + gamma_{n+2}) (1 + slack) + n FLT_MIN (underflow).
@@ -135,8 +137,8 @@ MergeData Build(const MergeCase& c) {
     std::vector<double> rel(static_cast<size_t>(c.n), 0.0);
     for (int64_t i = 0; i < c.n; ++i) {
       if (piece_lse[i] == -kInf) continue;
-      rel[i] =
-          kU * (std::fabs(d.lses[i][r]) + std::fabs(d.lses[i][r] - lse_max)) + 2.0 * kExpUlps * kU;
+      rel[i] = kU * (std::fabs(d.lses[i][r]) + std::fabs(d.lses[i][r] - lse_max)) +
+               2.0 * kMergeExpUlps * kU;
       big_r = std::max(big_r, rel[i]);
     }
     const double common = big_r + Gamma(std::max<int64_t>(c.n - 1, 0)) + kU;

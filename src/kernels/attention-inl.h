@@ -372,6 +372,22 @@ HWY_INLINE void WeightedRows(const float* HWY_RESTRICT p, size_t nk,
 
 // Pieces whose rows are weighted in one WeightedRowsT pass (stack arrays, no allocation).
 constexpr size_t kMergeGroup = 32;
+// Pieces whose weights one vectorized exp pass computes (a multiple of every vector length, on
+// the stack); with more pieces the weights are computed again for the weighted sum.
+constexpr size_t kMergeChunk = 256;
+
+// e[j] = exp(Lse(i0 + j) - top) for j < count <= kMergeChunk (0 for -inf), by vectors.
+template <class Pieces>
+HWY_INLINE void MergeWeights(const Pieces& pieces, size_t i0, size_t count, float top,
+                             float* HWY_RESTRICT e) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  for (size_t j = 0; j < count; ++j) e[j] = pieces.Lse(i0 + j) - top;  // <= 0 or -inf
+  for (size_t j = 0; j < count; j += N) {
+    const VF x = LoadUpTo(d, e + j, count - j, kNegInf);
+    StoreUpTo(ExpNonPositive(d, x), d, e + j, count - j);
+  }
+}
 
 // Merges the n pieces of one row: pieces.Lse(i) and pieces.Row(i) (dv floats) for i < n, in
 // index order. Writes out[0:dv] and returns the merged lse. A piece whose weight
@@ -392,22 +408,30 @@ HWY_INLINE float MergeRow(const Pieces& pieces, size_t n, size_t dv, float* out)
     std::fill(out, out + dv, fill);
     return poisoned ? fill : kNegInf;
   }
+  HWY_ALIGN float e[kMergeChunk];
   float sum = 0.0f;
-  for (size_t i = 0; i < n; ++i) sum += std::exp(pieces.Lse(i) - top);
+  for (size_t i0 = 0; i0 < n; i0 += kMergeChunk) {
+    const size_t count = std::min(kMergeChunk, n - i0);
+    MergeWeights(pieces, i0, count, top, e);
+    for (size_t j = 0; j < count; ++j) sum += e[j];
+  }
   const float inv = 1.0f / sum;
   float w[kMergeGroup];
   const float* rows[kMergeGroup];
   size_t kept = 0;
   bool accumulate = false;
-  for (size_t i = 0; i < n; ++i) {
-    const float e = std::exp(pieces.Lse(i) - top);
-    if (e == 0.0f) continue;
-    w[kept] = e * inv;  // normalized first: a convex combination cannot overflow midway
-    rows[kept++] = pieces.Row(i);
-    if (kept == kMergeGroup) {
-      WeightedRowsT(w, kept, ListedRows{rows}, dv, 1.0f, accumulate, out);
-      accumulate = true;
-      kept = 0;
+  for (size_t i0 = 0; i0 < n; i0 += kMergeChunk) {
+    const size_t count = std::min(kMergeChunk, n - i0);
+    if (n > kMergeChunk) MergeWeights(pieces, i0, count, top, e);  // else still there
+    for (size_t j = 0; j < count; ++j) {
+      if (e[j] == 0.0f) continue;
+      w[kept] = e[j] * inv;  // normalized first: a convex combination cannot overflow midway
+      rows[kept++] = pieces.Row(i0 + j);
+      if (kept == kMergeGroup) {
+        WeightedRowsT(w, kept, ListedRows{rows}, dv, 1.0f, accumulate, out);
+        accumulate = true;
+        kept = 0;
+      }
     }
   }
   // The largest piece has weight 1, so some row was kept (this group, or a flushed one).

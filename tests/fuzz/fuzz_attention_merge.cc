@@ -13,8 +13,8 @@ constexpr int64_t kMaxPieces = 40;  // beyond one weighting group (32) of the ke
 
 // Float64 merge of row r and the fp32 bound (tests/test_merge.cc's, without the inputs' own
 // rounding since the reference merges the same float inputs): weight i within
-// r_i = u (|t_i| + 2) + gamma_{n-1} + u + max_j r_j relative, the weighted sum gamma_{n+2};
-// lse within max r + 2u |log S| + 2u |lse|. Doubled for safety.
+// r_i = u (|t_i| + 4) (exp within 2 ulp) + gamma_{n-1} + u + max_j r_j relative, the weighted sum
+// gamma_{n+2}; lse within max r + 2u |log S| + 2u |lse|. Doubled for safety.
 void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int64_t d_v,
               const std::vector<const float*>& lses, int64_t r, const float* out,
               const float* lse_out) {
@@ -41,7 +41,7 @@ void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int6
     sum += std::exp(double{lses[i][r]} - top);
     // Pieces the kernel skips (weight 0 in float: -inf or underflow) carry no error.
     if (static_cast<float>(std::exp(double{lses[i][r]} - top)) == 0.0f) continue;
-    big_r = std::fmax(big_r, u * (std::fabs(lses[i][r] - top) + 2));
+    big_r = std::fmax(big_r, u * (std::fabs(lses[i][r] - top) + 4));
   }
   const double want_lse = top + std::log(sum);
   const double common = big_r + Gamma(static_cast<double>(n)) + u;
@@ -59,14 +59,15 @@ void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int6
       const double o = outs[i][r * ld + v];
       nan = nan || std::isnan(o) || std::isinf(o);
       want += w * o;
-      bound += w * std::fabs(o) * (u * (std::fabs(lses[i][r] - top) + 2) + common + Gamma(n + 2.0));
+      bound += w * std::fabs(o) * (u * (std::fabs(lses[i][r] - top) + 4) + common + Gamma(n + 2.0));
     }
     if (nan) continue;  // non-finite data follows IEEE; not checked further
     bound = 2 * bound + n * FLT_MIN;
     // Within the bound of FLT_MAX the rounding may carry the result to +-inf.
     const bool overflowed = std::isinf(out[v]) && std::fabs(want) + bound >= FLT_MAX;
-    FUZZ_CHECK(overflowed || std::fabs(out[v] - want) <= bound, "out[%lld, %lld] = %.9g, want %.17g +- %.3g",
-               (long long)r, (long long)v, double{out[v]}, want, bound);
+    FUZZ_CHECK(overflowed || std::fabs(out[v] - want) <= bound,
+               "out[%lld, %lld] = %.9g, want %.17g +- %.3g", (long long)r, (long long)v,
+               double{out[v]}, want, bound);
   }
 }
 
