@@ -1,4 +1,5 @@
-/* simdattn_mpi.h alone (with MPI's mpi.h), as strict C99: building is the test. */
+/* simdattn_mpi.h alone (with MPI's mpi.h), as strict C99, linked against libsimdattn_mpi:
+ * building is the test. */
 #include "simdattn_mpi.h"
 
 int main(void) {

@@ -102,6 +102,7 @@ struct Global {
 std::vector<float> Local(const RingCase& c, const std::vector<float>& g, int64_t h_count, int64_t d,
                          bool bshd) {
   std::vector<float> out(static_cast<size_t>(c.batch * h_count * c.len * d));
+  if (d == 0) return out;  // d_v = 0: no elements (and no data pointer to copy from)
   for (int64_t b = 0; b < c.batch; ++b) {
     for (int64_t h = 0; h < h_count; ++h) {
       for (int64_t i = 0; i < c.len; ++i) {
