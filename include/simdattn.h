@@ -259,6 +259,32 @@ SIMDATTN_API simdattn_status simdattn_sdpa_varlen(
     const int64_t* cu_seqlens_q, const int64_t* cu_seqlens_kv, int64_t d_k, int64_t d_v,
     const simdattn_sdpa_options* options);
 
+/* ------------------------------------------------------------------ merge of partial attention */
+
+/* Merges n partial attention results over disjoint key sets for the same query rows:
+ * lse = log(sum_i exp(lses[i][r])), out[r] = sum_i exp(lses[i][r] - lse) * outs[i][r].
+ * outs[i]: [rows, d_v] with row stride ld_out; lses[i]: [rows]; out: [rows, d_v] with row
+ * stride ld_out_merged; lse: [rows] or NULL (not wanted). A piece whose lse is -inf for a row
+ * adds nothing to it, whatever its output holds (even NaN); so does a piece whose weight
+ * exp(lses[i][r] - max_i lses[i][r]) underflows to 0. A row whose pieces are all -inf gets out 0
+ * and lse -inf. A NaN or +inf lse in any piece (no partial softmax yields +inf) makes that row's
+ * out and lse NaN. One piece returns it unchanged (bitwise). out is formed as a convex
+ * combination of the rows (weights normalized first): it overflows only within rounding of
+ * FLT_MAX.
+ * out may be exactly outs[0] (same pointer, ld_out_merged == ld_out) and lse exactly lses[0];
+ * any other overlap of out/lse with the inputs, or of out with lse -> BAD_ARGUMENT. Inputs may
+ * overlap one another.
+ * Pieces are combined in index order: bitwise deterministic for a given order and any thread
+ * count. d_v == 0 merges lse only (outs, the outs[i] and out are then not read and may be NULL).
+ * rows == 0 -> OK. Parallel over rows.
+ * Errors: n < 1 -> BAD_ARGUMENT; rows < 0, d_v < 0, ld_out or ld_out_merged < max(1, d_v),
+ * overflow -> BAD_SHAPE; outs, lses, any outs[i] or lses[i], or out NULL (with elements)
+ * -> NULL_POINTER. */
+SIMDATTN_API simdattn_status simdattn_attention_merge(int64_t n, int64_t rows, int64_t d_v,
+                                                      const float* const* outs, int64_t ld_out,
+                                                      const float* const* lses, float* out,
+                                                      int64_t ld_out_merged, float* lse);
+
 /* ------------------------------------------------------------------ multi-head self-attention */
 
 /* Weights laid out exactly as torch.nn.MultiheadAttention stores them (E = embed_dim). */

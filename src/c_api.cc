@@ -841,3 +841,80 @@ simdattn_status simdattn_mhsa(const float* x, float* y, int64_t seq_len, int64_t
 }
 
 }  // extern "C"
+
+namespace {
+
+// "name[i]", for messages about one entry of an array of pointers.
+std::string Indexed(const char* name, int64_t i) {
+  return std::string(name) + "[" + std::to_string(i) + "]";
+}
+
+// simdattn_attention_merge's pointer checks (rows >= 1): the arrays, every entry, and out.
+void MergePointers(Validator& v, int64_t n, int64_t rows, int64_t d_v, const float* const* outs,
+                   int64_t ext_in, const float* const* lses, const float* out, int64_t ext_out) {
+  v.Require(outs != nullptr || d_v == 0, SIMDATTN_ERR_NULL_POINTER, "outs is NULL");
+  v.Require(lses != nullptr, SIMDATTN_ERR_NULL_POINTER, "lses is NULL");
+  for (int64_t i = 0; i < n && v.ok(); ++i) {
+    if (d_v > 0) v.NotNull(outs[i], ext_in, Indexed("outs", i).c_str());
+    v.NotNull(lses[i], rows, Indexed("lses", i).c_str());
+  }
+  v.NotNull(out, ext_out, "out");
+}
+
+// out and lse overlap no input (except out == outs[0] with equal ld, lse == lses[0]) and not
+// each other.
+void MergeAliasing(Validator& v, int64_t n, int64_t rows, int64_t d_v, const float* const* outs,
+                   int64_t ld_out, int64_t ext_in, const float* const* lses, const float* out,
+                   int64_t ld_merged, int64_t ext_out, const float* lse) {
+  const int64_t lse_n = lse == nullptr ? 0 : rows;
+  for (int64_t i = 0; i < n && v.ok(); ++i) {
+    const std::string out_i = Indexed("outs", i), lse_i = Indexed("lses", i);
+    const float* in = d_v > 0 ? outs[i] : nullptr;
+    const bool out_in_place = i == 0 && out == in && ld_merged == ld_out;
+    if (!out_in_place) {
+      v.NoOverlap(out, ext_out, "out", in, ext_in,
+                  (out_i + " (only out == outs[0] with ld_out_merged == ld_out may alias)").c_str());
+    }
+    v.NoOverlap(out, ext_out, "out", lses[i], rows, lse_i.c_str());
+    v.NoOverlap(lse, lse_n, "lse", in, ext_in, out_i.c_str());
+    if (!(i == 0 && lse == lses[0])) {
+      v.NoOverlap(lse, lse_n, "lse", lses[i], rows,
+                  (lse_i + " (only lse == lses[0] may alias)").c_str());
+    }
+  }
+  v.NoOverlap(out, ext_out, "out", lse, lse_n, "lse");
+}
+
+}  // namespace
+
+extern "C" {
+
+simdattn_status simdattn_attention_merge(int64_t n, int64_t rows, int64_t d_v,
+                                         const float* const* outs, int64_t ld_out,
+                                         const float* const* lses, float* out,
+                                         int64_t ld_out_merged, float* lse) {
+  Validator v("simdattn_attention_merge");
+  v.Require(n >= 1, SIMDATTN_ERR_BAD_ARGUMENT, "n must be >= 1 (got %lld)",
+            static_cast<long long>(n));
+  v.NonNegative(rows, "rows").NonNegative(d_v, "d_v");
+  v.LeadingDim(ld_out, d_v, "ld_out", "d_v").LeadingDim(ld_out_merged, d_v, "ld_out_merged", "d_v");
+  int64_t ext_in = 0, ext_out = 0, lse_n = 0;
+  v.Extent(rows, d_v, ld_out, "outs[i]", &ext_in).Extent(rows, d_v, ld_out_merged, "out", &ext_out);
+  v.Elements({rows}, "lse", &lse_n);
+  if (!v.ok()) return v.status();
+  if (rows == 0) return simdattn::Ok();
+  MergePointers(v, n, rows, d_v, outs, ext_in, lses, out, ext_out);
+  if (!v.ok()) return v.status();
+  MergeAliasing(v, n, rows, d_v, outs, ld_out, ext_in, lses, out, ld_out_merged, ext_out, lse);
+  if (!v.ok()) return v.status();
+  simdattn::MergeArgs a;
+  a.n = n, a.rows = rows, a.d_v = d_v;
+  a.lses = lses, a.lse = lse;
+  if (d_v > 0) {  // without elements: nothing of outs or out is read, no address formed
+    a.outs = outs, a.out = out;
+    a.ld_out = rows > 1 ? ld_out : 0, a.ld_merged = rows > 1 ? ld_out_merged : 0;
+  }
+  return simdattn::Run("simdattn_attention_merge", [&] { simdattn::AttentionMerge(a); });
+}
+
+}  // extern "C"

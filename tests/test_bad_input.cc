@@ -21,11 +21,14 @@ struct Storage {
   // mhsa: seq 3, batch 2, E 8: x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
   // attn_mask [3, 3]; key_padding_mask is separate (bytes).
   static constexpr int64_t kMx = kMask + 35, kWin = kMx + 48, kBin = kWin + 192, kWout = kBin + 24;
-  static constexpr int64_t kBout = kWout + 64, kAmask = kBout + 8, kOutputs = kAmask + 9;
+  static constexpr int64_t kBout = kWout + 64, kAmask = kBout + 8;
+  // attention_merge: n 2, rows 3, d_v 4: outs[i] ld 5 (14 floats each), lses[i] [3].
+  static constexpr int64_t kMouts = kAmask + 9, kMlses = kMouts + 28, kOutputs = kMlses + 6;
   // Outputs: C, y, out [2, 4, 5, 6], lse [2, 4, 5], weights [2, 4, 5, 7], my, attn_weights.
   static constexpr int64_t kC = kOutputs, kY = kC + 24, kOut = kY + 15, kLse = kOut + 240;
   static constexpr int64_t kWeights = kLse + 40, kMy = kWeights + 280, kAttn = kMy + 48;
-  static constexpr int64_t kEnd = kAttn + 18;
+  // Merged out [3, 4] and lse [3].
+  static constexpr int64_t kMout = kAttn + 18, kMlse = kMout + 12, kEnd = kMlse + 3;
 
   std::vector<float> f = RandomFloats(kEnd, 99);
   uint8_t kpm[6] = {0, 0, 1, 0, 0, 0};
@@ -126,6 +129,25 @@ struct Mhsa {
   }
 };
 
+struct Merge {
+  int64_t n = 2, rows = 3, d_v = 4;
+  const float* outs[2];
+  int64_t ld_out = 5;
+  const float* lses[2];
+  float* out;
+  int64_t ld_merged = 4;
+  float* lse;
+  bool null_outs = false, null_lses = false;
+  explicit Merge(Storage& s) : out(s.at(Storage::kMout)), lse(s.at(Storage::kMlse)) {
+    outs[0] = s.at(Storage::kMouts), outs[1] = s.at(Storage::kMouts + 14);
+    lses[0] = s.at(Storage::kMlses), lses[1] = s.at(Storage::kMlses + 3);
+  }
+  simdattn_status Run() const {
+    return simdattn_attention_merge(n, rows, d_v, null_outs ? nullptr : outs, ld_out,
+                                    null_lses ? nullptr : lses, out, ld_merged, lse);
+  }
+};
+
 struct BadInput {
   const char* function;
   const char* argument;
@@ -141,6 +163,7 @@ struct BadInput {
 #define SDPA(...) [](Storage& s) { Sdpa c(s); __VA_ARGS__; return c.Run(); }
 #define MHSA(...) [](Storage& s) { Mhsa c(s); __VA_ARGS__; return c.Run(); }
 #define VARLEN(...) [](Storage& s) { Varlen c(s); __VA_ARGS__; return c.Run(); }
+#define MERGE(...) [](Storage& s) { Merge c(s); __VA_ARGS__; return c.Run(); }
 constexpr simdattn_status kShape = SIMDATTN_ERR_BAD_SHAPE, kArg = SIMDATTN_ERR_BAD_ARGUMENT;
 constexpr simdattn_status kNull = SIMDATTN_ERR_NULL_POINTER;
 
@@ -413,6 +436,51 @@ const BadInput kBadInputs[] = {
      "options->causal must be 0, 1 or 2 (got 3)"},
     {"sdpa_varlen", "options->window", "2", VARLEN(c.o.window = 2), kArg,
      "options->window must be 0 or 1 (got 2)"},
+    // ---- simdattn_attention_merge
+    {"attention_merge", "n", "0", MERGE(c.n = 0), kArg, "n must be >= 1 (got 0)"},
+    {"attention_merge", "n", "INT64_MIN (empty call)", MERGE(c.n = INT64_MIN; c.rows = 0), kArg,
+     "n must be >= 1 (got -9223372036854775808)"},
+    {"attention_merge", "rows", "-1", MERGE(c.rows = -1), kShape, "rows must be >= 0 (got -1)"},
+    {"attention_merge", "d_v", "-4", MERGE(c.d_v = -4), kShape, "d_v must be >= 0 (got -4)"},
+    {"attention_merge", "ld_out", "d_v - 1", MERGE(c.ld_out = 3), kShape,
+     "ld_out must be >= max(1, d_v) = 4 (got 3)"},
+    {"attention_merge", "ld_out", "0 with d_v = 0", MERGE(c.d_v = 0; c.ld_out = 0), kShape,
+     "ld_out must be >= max(1, d_v) = 1 (got 0)"},
+    {"attention_merge", "ld_out_merged", "d_v - 1 (empty call)",
+     MERGE(c.rows = 0; c.ld_merged = 3), kShape, "ld_out_merged must be >= max(1, d_v) = 4 (got 3)"},
+    {"attention_merge", "rows, d_v", "2^62 x 2^62",
+     MERGE(c.rows = k62; c.d_v = k62; c.ld_out = c.ld_merged = k62), kShape,
+     "outs[i] spans 4611686018427387904 rows of 4611686018427387904 elements with leading "
+     "dimension 4611686018427387904: overflows int64"},
+    {"attention_merge", "ld_out_merged", "2^62", MERGE(c.ld_merged = k62), kShape,
+     "out spans 3 rows of 4 elements with leading dimension 4611686018427387904: overflows int64"},
+    {"attention_merge", "rows", "2^62 (lse bytes)", MERGE(c.rows = k62; c.d_v = 0; c.ld_out = 1;
+     c.ld_merged = 1), kShape, "lse has too many elements: overflows int64"},
+    {"attention_merge", "outs", "NULL", MERGE(c.null_outs = true), kNull, "outs is NULL"},
+    {"attention_merge", "lses", "NULL", MERGE(c.null_lses = true), kNull, "lses is NULL"},
+    {"attention_merge", "outs", "[1] NULL", MERGE(c.outs[1] = nullptr), kNull,
+     "outs[1] is NULL but has 14 elements"},
+    {"attention_merge", "lses", "[0] NULL", MERGE(c.lses[0] = nullptr), kNull,
+     "lses[0] is NULL but has 3 elements"},
+    {"attention_merge", "lses", "[1] NULL with d_v = 0", MERGE(c.d_v = 0; c.lses[1] = nullptr),
+     kNull, "lses[1] is NULL but has 3 elements"},
+    {"attention_merge", "out", "NULL", MERGE(c.out = nullptr), kNull,
+     "out is NULL but has 12 elements"},
+    {"attention_merge", "out", "overlapping outs[1]", MERGE(c.out = s.at(Storage::kMouts + 16)),
+     kArg, "out overlaps outs[1]"},
+    {"attention_merge", "out", "outs[0] with another ld",
+     MERGE(c.out = s.at(Storage::kMouts)), kArg,
+     "out overlaps outs[0] (only out == outs[0] with ld_out_merged == ld_out may alias)"},
+    {"attention_merge", "out", "outs[1] exactly (only outs[0] may alias)",
+     MERGE(c.out = s.at(Storage::kMouts + 14); c.ld_merged = 5), kArg, "out overlaps outs[1]"},
+    {"attention_merge", "out", "overlapping lses[0]", MERGE(c.out = s.at(Storage::kMlses + 1)),
+     kArg, "out overlaps lses[0]"},
+    {"attention_merge", "lse", "lses[1] exactly", MERGE(c.lse = s.at(Storage::kMlses + 3)), kArg,
+     "lse overlaps lses[1] (only lse == lses[0] may alias)"},
+    {"attention_merge", "lse", "overlapping outs[0]", MERGE(c.lse = s.at(Storage::kMouts + 13)),
+     kArg, "lse overlaps outs[0]"},
+    {"attention_merge", "lse", "overlapping out", MERGE(c.lse = s.at(Storage::kMout + 10)), kArg,
+     "out overlaps lse"},
     // ---- simdattn_set_num_threads
     {"set_num_threads", "n", "-1", [](Storage&) { return simdattn_set_num_threads(-1); }, kArg,
      "n must be in [0, SIMDATTN_MAX_THREADS = 4096] (0 = all hardware threads), got -1"},
@@ -433,6 +501,7 @@ TEST_CASE("bad-input matrix: exact status, message fragment, nothing written") {
     CheckOk(Sdpa(s).Run());
     CheckOk(Mhsa(s).Run());
     CheckOk(Varlen(s).Run());
+    CheckOk(Merge(s).Run());
   }
   const int32_t threads = simdattn_get_num_threads();
   for (const BadInput& bad : kBadInputs) {

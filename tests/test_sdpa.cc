@@ -705,5 +705,79 @@ TEST_CASE("sdpa: L = 32768 in bounded memory; sampled rows match the reference")
   }
 }
 
+// simdattn_attention_merge of simdattn_sdpa over key pieces (with their LSE) against the float64
+// reference over all keys. Piece i's out is within b_i.out and its lse within b_i.lse of its
+// exact values (BoundsFor its own keys); merged weights w_i = exp(lse_i - lse) then move by at
+// most 2 max_i b_i.lse (lse_i and the merged lse) plus the merge's own roundings
+// rho = u(max|lse_i - max lse| + max|lse_i|) + 4u (exp, 2 ulp) + gamma_n + u; the weighted sum
+// of the n rows adds gamma_{n+2}. |out - want| <= max_i b_i.out + (expm1(2 max b.lse + rho) +
+// gamma_{n+2}) max|v| (every piece's out is a convex combination of v rows);
+// |lse - want| <= max b.lse + rho + 2 kLogUlps u log n + u |lse|.
+TEST_CASE("sdpa + attention_merge: pieces of the keys merged by LSE equal sdpa over all keys") {
+  const int64_t heads = 4, q_len = 19, kv_len = 150, d_k = 32, d_v = 24;
+  const std::vector<float> q = RandomFloats(static_cast<size_t>(heads * q_len * d_k), 5, -2, 2);
+  const std::vector<float> k = RandomFloats(static_cast<size_t>(heads * kv_len * d_k), 6, -2, 2);
+  const std::vector<float> v = RandomFloats(static_cast<size_t>(heads * kv_len * d_v), 7);
+  const std::vector<int64_t> cuts = {0, 70, 70, 129, 150};  // pieces of 70, 0, 59 and 21 keys
+  const int64_t n = static_cast<int64_t>(cuts.size()) - 1, rows = heads * q_len;
+  std::vector<std::vector<float>> outs(n), lses(n);
+  SdpaProblem p;
+  p.q = q.data(), p.k = k.data(), p.v = v.data();
+  p.batch = 1, p.heads = p.kv_heads = heads, p.q_len = q_len, p.d_k = d_k, p.d_v = d_v;
+  p.q_s = ContiguousStrides(heads, q_len, d_k);
+  p.scale = 1.0 / std::sqrt(static_cast<double>(d_k));
+  std::vector<SdpaProblem> piece_problems;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = cuts[i + 1] - cuts[i];
+    simdattn_sdpa_options o;
+    simdattn_sdpa_options_init(&o);
+    o.k_strides = {0, kv_len * d_k, d_k}, o.v_strides = {0, kv_len * d_v, d_v};
+    outs[i].resize(static_cast<size_t>(rows * d_v)), lses[i].resize(static_cast<size_t>(rows));
+    o.lse = lses[i].data();
+    CheckOk(simdattn_sdpa(q.data(), k.data() + cuts[i] * d_k, v.data() + cuts[i] * d_v,
+                          outs[i].data(), 1, heads, q_len, len, d_k, d_v, &o));
+    SdpaProblem piece = p;
+    piece.k = k.data() + cuts[i] * d_k, piece.v = v.data() + cuts[i] * d_v, piece.kv_len = len;
+    piece.k_s = {0, kv_len * d_k, d_k}, piece.v_s = {0, kv_len * d_v, d_v};
+    piece_problems.push_back(piece);
+  }
+  std::vector<const float*> out_ptrs, lse_ptrs;
+  for (int64_t i = 0; i < n; ++i) out_ptrs.push_back(outs[i].data()), lse_ptrs.push_back(lses[i].data());
+  std::vector<float> out(static_cast<size_t>(rows * d_v)), lse(static_cast<size_t>(rows));
+  CheckOk(simdattn_attention_merge(n, rows, d_v, out_ptrs.data(), d_v, lse_ptrs.data(), out.data(),
+                                   d_v, lse.data()));
+  p.kv_len = kv_len;
+  p.k_s = ContiguousStrides(heads, kv_len, d_k), p.v_s = ContiguousStrides(heads, kv_len, d_v);
+  Reference out_ref(rows, d_v), lse_ref(rows, 1);
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < q_len; ++i) {
+      const int64_t r = h * q_len + i;
+      double out_b = 0, lse_b = 0, top = -kInf, lse_mag = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const SdpaRowBounds b = BoundsFor(SdpaReferenceRow(piece_problems[j], 0, h, i), d_k);
+        out_b = std::max(out_b, b.out), lse_b = std::max(lse_b, b.lse);
+        top = std::max(top, double{lses[j][r]});
+        if (lses[j][r] != kNegInf) lse_mag = std::max(lse_mag, std::fabs(double{lses[j][r]}));
+      }
+      double spread = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        if (lses[j][r] != kNegInf) spread = std::max(spread, top - lses[j][r]);
+      }
+      const SdpaRowResult want = SdpaReferenceRow(p, 0, h, i);
+      const double rho = kU * (spread + lse_mag) + 4 * kU + Gamma(n) + kU;
+      for (int64_t c = 0; c < d_v; ++c) {
+        out_ref.want(r, c) = want.out[c];
+        out_ref.bound(r, c) =
+            out_b + (std::expm1(2 * lse_b + rho) + Gamma(n + 2)) * want.max_abs_v;
+      }
+      lse_ref.want(r, 0) = want.lse;
+      lse_ref.bound(r, 0) = lse_b + rho + 2 * kLogUlps * kU * std::log(double(n)) +
+                            kU * std::fabs(want.lse);
+    }
+  }
+  CheckNear(out.data(), d_v, out_ref, "merged out");
+  CheckNear(lse.data(), 1, lse_ref, "merged lse");
+}
+
 }  // namespace
 }  // namespace simdattn_test

@@ -169,34 +169,6 @@ HWY_INLINE void AlibiBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t n
   }
 }
 
-// Merges partial results of consecutive key ranges (in index order, so the result does not
-// depend on who computed them): parts[i] = {m, l, o} of range i. Writes the merged m, l, o.
-// o arrays: dv rows x ncols, ldo apart.
-HWY_INLINE void MergePartials(size_t parts, const float* const* pm, const float* const* pl,
-                              const float* const* po, size_t ncols, size_t dv, size_t ldo,
-                              float* HWY_RESTRICT m, float* HWY_RESTRICT l,
-                              float* HWY_RESTRICT o) {
-  const DF d;
-  const size_t N = hn::Lanes(d);
-  for (size_t c = 0; c < ncols; c += N) {
-    VF m_all = hn::Set(d, kNegInf);
-    for (size_t i = 0; i < parts; ++i) m_all = hn::Max(m_all, hn::LoadU(d, pm[i] + c));
-    const VF m_safe = SafeMax(d, m_all);
-    VF l_all = hn::Zero(d);
-    for (size_t r = 0; r < dv; ++r) hn::StoreU(hn::Zero(d), d, o + r * ldo + c);
-    for (size_t i = 0; i < parts; ++i) {
-      const VF w = ExpNonPositive(d, hn::Sub(hn::LoadU(d, pm[i] + c), m_safe));
-      l_all = hn::MulAdd(hn::LoadU(d, pl[i] + c), w, l_all);
-      for (size_t r = 0; r < dv; ++r) {
-        float* orow = o + r * ldo + c;
-        hn::StoreU(hn::MulAdd(hn::LoadU(d, po[i] + r * ldo + c), w, hn::LoadU(d, orow)), d, orow);
-      }
-    }
-    hn::StoreU(m_all, d, m + c);
-    hn::StoreU(l_all, d, l + c);
-  }
-}
-
 // Few query columns (decode): dot products along d instead of the register-tile GEMM, which
 // would waste most of its NR lanes. At most kRowCols columns.
 constexpr size_t kRowCols = 8;
@@ -399,36 +371,140 @@ HWY_INLINE LaneSoftmax SoftmaxLanes(VF s, float sink, float* HWY_RESTRICT p_out)
   return LaneSoftmax{hn::GetLane(vmax), hn::GetLane(hn::Add(hn::SumOfLanes(d, e), e_sink))};
 }
 
-// out[0:dv] = inv * sum_{j < nk} p[j] * v_j (v_j = v + j * v_seq), the sum over j in order.
-HWY_INLINE void WeightedRows(const float* HWY_RESTRICT p, size_t nk,
-                             const float* HWY_RESTRICT v, size_t v_seq, size_t dv, float inv,
-                             float* HWY_RESTRICT out) {
+// Rows of WeightedRowsT: row j at base + j * seq (V rows), or the j-th of a pointer list.
+struct StridedRows {
+  const float* base;
+  size_t seq;
+  const float* operator[](size_t j) const { return base + j * seq; }
+};
+struct ListedRows {
+  const float* const* rows;
+  const float* operator[](size_t j) const { return rows[j]; }
+};
+
+// out[0:dv] = inv * sum_{j < nk} p[j] * rows[j] (+ out[0:dv] first when accumulate), the sum
+// over j in order for every element. Each group of 4 vectors of out is read from every row
+// before it is stored, so out may be rows[j] itself (the merge's in-place case).
+template <class Rows>
+HWY_INLINE void WeightedRowsT(const float* HWY_RESTRICT p, size_t nk, Rows rows, size_t dv,
+                              float inv, bool accumulate, float* out) {
   const DF d;
   const size_t N = hn::Lanes(d);
+  const VF vi = hn::Set(d, inv);
   size_t i = 0;
   for (; i + 4 * N <= dv; i += 4 * N) {  // 4 independent chains
     VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
     for (size_t j = 0; j < nk; ++j) {
-      const float* vr = v + j * v_seq + i;
+      const float* vr = rows[j] + i;
       const VF pj = hn::Set(d, p[j]);
       a0 = hn::MulAdd(pj, hn::LoadU(d, vr), a0);
       a1 = hn::MulAdd(pj, hn::LoadU(d, vr + N), a1);
       a2 = hn::MulAdd(pj, hn::LoadU(d, vr + 2 * N), a2);
       a3 = hn::MulAdd(pj, hn::LoadU(d, vr + 3 * N), a3);
     }
-    const VF vi = hn::Set(d, inv);
-    hn::StoreU(hn::Mul(a0, vi), d, out + i);
-    hn::StoreU(hn::Mul(a1, vi), d, out + i + N);
-    hn::StoreU(hn::Mul(a2, vi), d, out + i + 2 * N);
-    hn::StoreU(hn::Mul(a3, vi), d, out + i + 3 * N);
+    float* o = out + i;
+    if (accumulate) {
+      a0 = hn::MulAdd(a0, vi, hn::LoadU(d, o));
+      a1 = hn::MulAdd(a1, vi, hn::LoadU(d, o + N));
+      a2 = hn::MulAdd(a2, vi, hn::LoadU(d, o + 2 * N));
+      a3 = hn::MulAdd(a3, vi, hn::LoadU(d, o + 3 * N));
+    } else {
+      a0 = hn::Mul(a0, vi), a1 = hn::Mul(a1, vi), a2 = hn::Mul(a2, vi), a3 = hn::Mul(a3, vi);
+    }
+    hn::StoreU(a0, d, o);
+    hn::StoreU(a1, d, o + N);
+    hn::StoreU(a2, d, o + 2 * N);
+    hn::StoreU(a3, d, o + 3 * N);
   }
   for (; i < dv; i += N) {
     VF a = hn::Zero(d);
     for (size_t j = 0; j < nk; ++j) {
-      a = hn::MulAdd(hn::Set(d, p[j]), LoadUpTo(d, v + j * v_seq + i, dv - i, 0.0f), a);
+      a = hn::MulAdd(hn::Set(d, p[j]), LoadUpTo(d, rows[j] + i, dv - i, 0.0f), a);
     }
-    StoreUpTo(hn::Mul(a, hn::Set(d, inv)), d, out + i, dv - i);
+    a = accumulate ? hn::MulAdd(a, vi, LoadUpTo(d, out + i, dv - i, 0.0f)) : hn::Mul(a, vi);
+    StoreUpTo(a, d, out + i, dv - i);
   }
+}
+
+// out[0:dv] = inv * sum_{j < nk} p[j] * v_j (v_j = v + j * v_seq), the sum over j in order.
+HWY_INLINE void WeightedRows(const float* HWY_RESTRICT p, size_t nk,
+                             const float* HWY_RESTRICT v, size_t v_seq, size_t dv, float inv,
+                             float* HWY_RESTRICT out) {
+  WeightedRowsT(p, nk, StridedRows{v, v_seq}, dv, inv, false, out);
+}
+
+// ------------------------------------------------------------------ merge of partial results
+// The exact merge of partial attention over disjoint key sets, one query row at a time:
+// lse = log(sum_i exp(lse_i)), out = sum_i exp(lse_i - lse) * row_i. It serves both the
+// public simdattn_attention_merge and simdattn_sdpa's decode split.
+
+// Pieces whose rows are weighted in one WeightedRowsT pass (stack arrays, no allocation).
+constexpr size_t kMergeGroup = 32;
+// Pieces whose weights one vectorized exp pass computes (a multiple of every vector length, on
+// the stack); with more pieces the weights are computed again for the weighted sum.
+constexpr size_t kMergeChunk = 256;
+
+// e[j] = exp(Lse(i0 + j) - top) for j < count <= kMergeChunk (0 for -inf), by vectors.
+template <class Pieces>
+HWY_INLINE void MergeWeights(const Pieces& pieces, size_t i0, size_t count, float top,
+                             float* HWY_RESTRICT e) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  for (size_t j = 0; j < count; ++j) e[j] = pieces.Lse(i0 + j) - top;  // <= 0 or -inf
+  for (size_t j = 0; j < count; j += N) {
+    const VF x = LoadUpTo(d, e + j, count - j, kNegInf);
+    StoreUpTo(ExpNonPositive(d, x), d, e + j, count - j);
+  }
+}
+
+// Merges the n pieces of one row: pieces.Lse(i) and pieces.Row(i) (dv floats) for i < n, in
+// index order. Writes out[0:dv] and returns the merged lse. A piece whose weight
+// exp(lse_i - max) is 0 (lse_i = -inf, or an underflow) is skipped: its row is never read. No
+// piece left: out = 0, lse -inf. A NaN or +inf lse_i: out and lse NaN. out may be a piece's
+// row (in place: every row is read before its elements are stored).
+template <class Pieces>
+HWY_INLINE float MergeRow(const Pieces& pieces, size_t n, size_t dv, float* out) {
+  float top = kNegInf;
+  bool poisoned = false;
+  for (size_t i = 0; i < n; ++i) {
+    const float x = pieces.Lse(i);
+    poisoned = poisoned || std::isnan(x) || x == -kNegInf;
+    top = std::max(top, x);
+  }
+  if (poisoned || top == kNegInf) {
+    const float fill = poisoned ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    std::fill(out, out + dv, fill);
+    return poisoned ? fill : kNegInf;
+  }
+  HWY_ALIGN float e[kMergeChunk];
+  float sum = 0.0f;
+  for (size_t i0 = 0; i0 < n; i0 += kMergeChunk) {
+    const size_t count = std::min(kMergeChunk, n - i0);
+    MergeWeights(pieces, i0, count, top, e);
+    for (size_t j = 0; j < count; ++j) sum += e[j];
+  }
+  const float inv = 1.0f / sum;
+  float w[kMergeGroup];
+  const float* rows[kMergeGroup];
+  size_t kept = 0;
+  bool accumulate = false;
+  for (size_t i0 = 0; i0 < n; i0 += kMergeChunk) {
+    const size_t count = std::min(kMergeChunk, n - i0);
+    if (n > kMergeChunk) MergeWeights(pieces, i0, count, top, e);  // else still there
+    for (size_t j = 0; j < count; ++j) {
+      if (e[j] == 0.0f) continue;
+      w[kept] = e[j] * inv;  // normalized first: a convex combination cannot overflow midway
+      rows[kept++] = pieces.Row(i0 + j);
+      if (kept == kMergeGroup) {
+        WeightedRowsT(w, kept, ListedRows{rows}, dv, 1.0f, accumulate, out);
+        accumulate = true;
+        kept = 0;
+      }
+    }
+  }
+  // The largest piece has weight 1, so some row was kept (this group, or a flushed one).
+  if (kept > 0) WeightedRowsT(w, kept, ListedRows{rows}, dv, 1.0f, accumulate, out);
+  return top + std::log(sum);
 }
 
 }  // namespace HWY_NAMESPACE

@@ -81,6 +81,21 @@ void Sdpa(const SdpaArgs& args);
 // The task scratch Sdpa(args) reserves.
 TaskScratch SdpaScratch(const SdpaArgs& args);
 
+// Exact merge of n partial attention results per row (simdattn_attention_merge). Validated by
+// c_api: n >= 1, rows >= 1, d_v >= 0, extents representable; outs and out are null and the
+// leading dimensions 0 when d_v == 0; out may be outs[0] (same ld) and lse lses[0], nothing
+// else overlaps an output; lse may be null.
+struct MergeArgs {
+  int64_t n = 0, rows = 0, d_v = 0;
+  const float* const* outs = nullptr;
+  int64_t ld_out = 0;
+  const float* const* lses = nullptr;
+  float* out = nullptr;
+  int64_t ld_merged = 0;
+  float* lse = nullptr;
+};
+void AttentionMerge(const MergeArgs& args);
+
 // Multi-head self-attention as torch.nn.MultiheadAttention(x, x, x) in eval mode:
 // y = out_proj(attention(in_proj(x))), E = embed, head dim E / heads, scale 1/sqrt(E / heads).
 // x, y are [seq, batch, E] (or [batch, seq, E] when batch_first), contiguous; y may equal x,

@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <vector>
 
 #include "hwy/highway.h"
 #include "simdattn.h"
@@ -63,8 +62,9 @@ inline int64_t LseIndex(const SdpaArgs& a, int64_t b, int64_t h, int64_t i) {
   return a.cu_q != nullptr ? (a.cu_q[b] + i) * a.heads + h : (b * a.heads + h) * a.q_len + i;
 }
 
-// Partial results of one split task: m, l (kBlockCols each), then O^T (d_v x kBlockCols).
-inline int64_t PartialFloats(int64_t d_v) { return (2 + d_v) * kBlockCols; }
+// Partial result of one split task, finalized: lse (kBlockCols), then kBlockCols output rows
+// of d_v; merged by MergeRow, the kernel of simdattn_attention_merge.
+inline int64_t PartialFloats(int64_t d_v) { return (1 + d_v) * kBlockCols; }
 // Scratch of one task (a.block_keys set) on a target of `lanes` floats per vector: Q^T or query
 // rows, or the few-keys path's K^T and its transpose buffer (slot 0), S^T and the copies of
 // strided K/V blocks (1), O^T (2), m and l (3).
@@ -159,7 +159,7 @@ void VisibleRows(const SdpaArgs& a, const Columns& c, int64_t j, int64_t k0, int
   }
 }
 
-// Columns rounded up to whole vectors: the width the softmax and merge steps work on.
+// Columns rounded up to whole vectors: the width the online softmax steps work on.
 size_t PaddedCols(const Columns& c) {
   const size_t n = hn::Lanes(DF());
   return (static_cast<size_t>(c.n) + n - 1) / n * n;
@@ -313,18 +313,26 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   }
 }
 
+float* OutRow(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t j) {
+  return a.out + QBase(a, t.b, a.out_s) + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
+}
+
+// The lse element of column j, or null when not requested.
+float* LseSlot(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t j) {
+  return a.lse == nullptr ? nullptr : a.lse + LseIndex(a, t.b, c.head[j], c.qi[j]);
+}
+
 // out = O^T / l per column (0 where no key was visible), lse = m + log(l) (-inf there); NaN
-// where l is NaN (a NaN or +inf score).
+// where l is NaN (a NaN or +inf score). Into the call's out and lse, or into a split's partial
+// (PartialFloats layout) when partial is not null.
 void Finalize(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* m,
-              const float* l, const float* o) {
+              const float* l, const float* o, float* partial) {
   for (int64_t j = 0; j < c.n; ++j) {
     const float inv = l[j] == 0.0f ? 0.0f : 1.0f / l[j];
-    float* out = a.out + QBase(a, t.b, a.out_s) + c.head[j] * a.out_s.head + c.qi[j] * a.out_s.seq;
+    float* out = partial ? partial + kBlockCols + j * a.d_v : OutRow(a, t, c, j);
     for (int64_t i = 0; i < a.d_v; ++i) out[i] = o[i * kBlockCols + j] * inv;
-    if (a.lse != nullptr) {
-      a.lse[LseIndex(a, t.b, c.head[j], c.qi[j])] =
-          l[j] == 0.0f ? kNegInf : m[j] + std::log(l[j]);
-    }
+    float* lse = partial ? partial + j : LseSlot(a, t, c, j);
+    if (lse != nullptr) *lse = l[j] == 0.0f ? kNegInf : m[j] + std::log(l[j]);
   }
 }
 
@@ -478,39 +486,35 @@ void FewKeysTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh) {
   }
 }
 
-// Whole task: sweep, then write out/lse/weights (partial == nullptr), or store the partial
-// {m, l, O^T} for a later merge.
+// Whole task: sweep, then write out/lse/weights (partial == nullptr), or store the finalized
+// partial result of its key range for MergeTaskImpl.
 void AttendTaskImpl(const SdpaArgs& a, const SdpaTask& t, float* partial) {
   const Columns c = MakeColumns(a, t);
-  Scratch sc = GetScratch(a);
-  if (partial != nullptr) {
-    sc.m = partial;
-    sc.l = partial + kBlockCols;
-    sc.o = partial + 2 * kBlockCols;
-  }
+  const Scratch sc = GetScratch(a);
   Sweep(a, t, c, sc.qt, sc.s, sc.m, sc.l, sc.o, sc.kbuf, sc.vbuf);
-  if (partial != nullptr) return;
-  Finalize(a, t, c, sc.m, sc.l, sc.o);
-  if (a.weights != nullptr) WriteWeights(a, t, c, sc.qt, sc.s, sc.m, sc.l);
+  Finalize(a, t, c, sc.m, sc.l, sc.o, partial);
+  if (partial == nullptr && a.weights != nullptr) WriteWeights(a, t, c, sc.qt, sc.s, sc.m, sc.l);
 }
 
-// Merges `splits` partials (consecutive key ranges, in order) of one column block and writes it.
-// ptrs: 3 * splits pointers of scratch (allocated by the caller: a task never allocates).
-void MergeTaskImpl(const SdpaArgs& a, const SdpaTask& t, int64_t splits, const float* partials,
-                   const float** ptrs) {
-  const Columns c = MakeColumns(a, t);
-  Scratch sc = GetScratch(a);
-  const float** pm = ptrs;
-  const float** pl = ptrs + splits;
-  const float** po = ptrs + 2 * splits;
-  const int64_t stride = PartialFloats(a.d_v);
-  for (int64_t i = 0; i < splits; ++i) {
-    pm[i] = partials + i * stride;
-    pl[i] = pm[i] + kBlockCols;
-    po[i] = pm[i] + 2 * kBlockCols;
+// Column j of `splits` partials of one column block (consecutive key ranges, in order).
+struct SplitPieces {
+  const float* partials;
+  int64_t stride, j, d_v;
+  float Lse(size_t i) const { return partials[static_cast<int64_t>(i) * stride + j]; }
+  const float* Row(size_t i) const {
+    return partials + static_cast<int64_t>(i) * stride + kBlockCols + j * d_v;
   }
-  MergePartials(splits, pm, pl, po, PaddedCols(c), a.d_v, kBlockCols, sc.m, sc.l, sc.o);
-  Finalize(a, t, c, sc.m, sc.l, sc.o);
+};
+
+// Merges the `splits` partials of one column block and writes its out and lse.
+void MergeTaskImpl(const SdpaArgs& a, const SdpaTask& t, int64_t splits, const float* partials) {
+  const Columns c = MakeColumns(a, t);
+  for (int64_t j = 0; j < c.n; ++j) {
+    const SplitPieces pieces{partials, PartialFloats(a.d_v), j, a.d_v};
+    const float lse = MergeRow(pieces, static_cast<size_t>(splits), static_cast<size_t>(a.d_v),
+                               OutRow(a, t, c, j));
+    if (float* slot = LseSlot(a, t, c, j)) *slot = lse;
+  }
 }
 
 }  // namespace HWY_NAMESPACE
@@ -614,7 +618,6 @@ void Sdpa(const SdpaArgs& args) {
   }
   const int64_t stride = PartialFloats(a.d_v);
   float* partials = ThreadScratch(kSdpaCallSlot, static_cast<size_t>(blocks * splits * stride));
-  std::vector<const float*> merge_ptrs(static_cast<size_t>(3 * blocks * splits));
   ParallelFor(blocks * splits, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, task_of(i / splits, i % splits),
@@ -624,8 +627,7 @@ void Sdpa(const SdpaArgs& args) {
   ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(MergeTaskImpl)(a, task_of(i, 0), splits,
-                                          partials + i * splits * stride,
-                                          merge_ptrs.data() + 3 * i * splits);
+                                          partials + i * splits * stride);
     }
   });
 }

@@ -553,6 +553,36 @@ class TestVarlen(unittest.TestCase):
             simdattn.varlen_attention(q, q, q, [0, 4], [0, 4], softcap=float("nan"))
 
 
+class TestAttentionMerge(unittest.TestCase):
+    def test_merge_of_key_pieces_equals_sdpa_over_all_keys(self):
+        rng = np.random.default_rng(7)
+        q, k, v = rand(rng, 2, 3, 9, 16), rand(rng, 2, 3, 50, 16), rand(rng, 2, 3, 50, 8)
+        cuts = [0, 20, 20, 37, 50]  # one empty piece (lse -inf, output 0)
+        pieces = [simdattn.scaled_dot_product_attention(q, k[..., a:b, :], v[..., a:b, :],
+                                                        return_lse=True)
+                  for a, b in zip(cuts, cuts[1:])]
+        out, lse = simdattn.attention_merge([p[0] for p in pieces], [p[1] for p in pieces])
+        ref, ref_lse, _ = sdpa_ref(q, k, v, None, None, None)
+        # Each piece's out is within t = sdpa_tol of its exact value and its lse within t + 1e-6
+        # (assert_sdpa's bounds; each piece has fewer keys, so the whole-K bound covers it);
+        # a merged weight exp(lse_i - lse) moves by both lse errors: out is within
+        # t + expm1(2 (t + 1e-6)) max|v| (+ the merge's own few roundings, 1e-6), and lse within
+        # t + 1e-6 plus those roundings.
+        t = sdpa_tol(q, k, v, None)
+        v_max = float(np.max(np.abs(v)))
+        self.assertLessEqual(max_err(out, ref), t + math.expm1(2 * (t + 1e-6)) * v_max + 1e-6)
+        self.assertLessEqual(max_err(lse, ref_lse), t + 2e-6)
+
+    def test_errors_and_minus_inf(self):
+        out, lse = simdattn.attention_merge([np.full((2, 3), np.nan, np.float32)],
+                                            [np.full(2, -np.inf, np.float32)])
+        self.assertTrue(np.all(out == 0) and np.all(lse == -np.inf))
+        with self.assertRaises(simdattn.ShapeError):
+            simdattn.attention_merge([np.zeros((2, 3))], [np.zeros(3)])
+        with self.assertRaises(simdattn.ShapeError):
+            simdattn.attention_merge([], [])
+
+
 class TestSoftmaxMatmul(unittest.TestCase):
     def setUp(self):
         self.rng = np.random.default_rng(99)

@@ -1,9 +1,10 @@
 # Shared set-up for tools/run-tests and tools/run-bench (sourced, not run).
 # Debian packages the build, tests and benchmarks need.
 # clang and its runtimes (libFuzzer) build the fuzz targets (tools/run-fuzz); matplotlib draws
-# tools/run-bench's plots.
+# tools/run-bench's plots; OpenMPI builds libsimdattn_mpi and runs its tests under mpirun.
 SIMDATTN_DEBS=(g++ pkg-config meson ninja-build libhwy-dev libtbb-dev libopenblas-dev doctest-dev
-  libbenchmark-dev libdnnl-dev python3-numpy python3-torch python3-matplotlib clang libclang-rt-14-dev)
+  libbenchmark-dev libdnnl-dev python3-numpy python3-torch python3-matplotlib clang libclang-rt-14-dev
+  libopenmpi-dev openmpi-bin)
 
 simdattn_install_deps() {
   local missing=()

@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "Error", "ShapeError", "scaled_dot_product_attention", "softmax", "matmul",
-    "MultiheadSelfAttention", "set_num_threads", "get_num_threads", "version", "simd_target",
+    "MultiheadSelfAttention", "attention_merge", "set_num_threads", "get_num_threads", "version", "simd_target",
     "status_name",
 ]
 
@@ -134,6 +134,9 @@ _sdpa = _declare("simdattn_sdpa", _status, _fptr, _fptr, _fptr, _fptr, _i64, _i6
 _sdpa_varlen = _declare("simdattn_sdpa_varlen", _status, _fptr, _fptr, _fptr, _fptr, _i64, _i64,
                         ctypes.POINTER(_i64), ctypes.POINTER(_i64), _i64, _i64,
                         ctypes.POINTER(_SdpaOptions))
+_attention_merge = _declare(
+    "simdattn_attention_merge", _status, _i64, _i64, _i64, ctypes.POINTER(_fptr), _i64,
+    ctypes.POINTER(_fptr), _fptr, _i64, _fptr)
 _mha_options_init = _declare("simdattn_mha_options_init", None, ctypes.POINTER(_MhaOptions))
 _mhsa = _declare("simdattn_mhsa", _status, _fptr, _fptr, _i64, _i64, _i64, _i64,
                  ctypes.POINTER(_MhaWeights), ctypes.POINTER(_MhaOptions))
@@ -273,6 +276,39 @@ def _broadcast_lead(shapes, names):
     except ValueError:
         listed = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
         raise ShapeError(f"leading (batch) dimensions do not broadcast: {listed}") from None
+
+# ---------------------------------------------------------------------------- merge
+
+
+def attention_merge(outs, lses):
+    """Exact merge of partial attention results over disjoint key sets
+    (simdattn_attention_merge): outs, a sequence of n arrays [..., d_v] of the same shape, and
+    lses, n arrays of that shape without the last dimension (the pieces' log-sum-exps).
+    Returns (out, lse): lse = log(sum_i exp(lses[i])), out = sum_i exp(lses[i] - lse) outs[i].
+    A piece whose lse is -inf adds nothing (its output is not read); a row with every piece -inf
+    gives out 0 and lse -inf. Pieces are combined in order."""
+    if len(outs) != len(lses) or len(outs) == 0:
+        raise ShapeError(f"attention_merge: {len(outs)} outs and {len(lses)} lses (need n >= 1 "
+                         "of each)")
+    dtype = _result_dtype(*outs, *lses)
+    shape = np.shape(outs[0])
+    if len(shape) < 1 or any(np.shape(o) != shape for o in outs) or any(
+            np.shape(l) != shape[:-1] for l in lses):
+        raise ShapeError(f"attention_merge: outs must share one shape [..., d_v] and lses be "
+                         f"that shape without d_v; got {[np.shape(o) for o in outs]} and "
+                         f"{[np.shape(l) for l in lses]}")
+    d_v = shape[-1]
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    o32 = [np.ascontiguousarray(_as_f32(o, "outs[i]")).reshape(rows, d_v) for o in outs]
+    l32 = [np.ascontiguousarray(_as_f32(l, "lses[i]")).reshape(rows) for l in lses]
+    out = np.empty((rows, d_v), np.float32)
+    lse = np.empty(rows, np.float32)
+    out_ptrs = (_fptr * len(o32))(*[_ptr(o) for o in o32])
+    lse_ptrs = (_fptr * len(l32))(*[_ptr(l) for l in l32])
+    ld = max(1, d_v)
+    _check(_attention_merge(len(o32), rows, d_v, out_ptrs, ld, lse_ptrs, _ptr(out), ld, _ptr(lse)))
+    return out.reshape(shape).astype(dtype, copy=False), lse.reshape(shape[:-1]).astype(dtype,
+                                                                                        copy=False)
 
 # ---------------------------------------------------------------------------- softmax, matmul
 
