@@ -754,7 +754,8 @@ TEST_CASE("sdpa + attention_merge: pieces of the keys merged by LSE equal sdpa o
       const int64_t r = h * q_len + i;
       double out_b = 0, lse_b = 0, top = -kInf, lse_mag = 0;
       for (int64_t j = 0; j < n; ++j) {
-        const SdpaRowBounds b = BoundsFor(SdpaReferenceRow(piece_problems[j], 0, h, i), d_k);
+        const SdpaProblem& pj = piece_problems[j];
+        const SdpaRowBounds b = BoundsFor(SdpaReferenceRow(pj, 0, h, i), pj);
         out_b = std::max(out_b, b.out), lse_b = std::max(lse_b, b.lse);
         top = std::max(top, double{lses[j][r]});
         if (lses[j][r] != kNegInf) lse_mag = std::max(lse_mag, std::fabs(double{lses[j][r]}));
