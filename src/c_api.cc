@@ -533,6 +533,16 @@ void CheckSdpaOverlaps(Validator& val, const simdattn_sdpa_options& o, int64_t h
 }
 
 
+// ZeroUnusedStrides of q, k, v and out (spans and strides in that order).
+void ZeroUnusedQkvoStrides(const int64_t q_sizes[3], const int64_t kv_sizes[3],
+                           std::initializer_list<int64_t> spans,
+                           std::initializer_list<simdattn_strides*> strides) {
+  const int64_t* const sizes[4] = {q_sizes, kv_sizes, kv_sizes, q_sizes};
+  auto span = spans.begin();
+  auto st = strides.begin();
+  for (int i = 0; i < 4; ++i, ++span, ++st) ZeroUnusedStrides(sizes[i], *span, *st);
+}
+
 simdattn::Strides4 ToStrides4(const simdattn_strides& st) {
   simdattn::Strides4 s;
   s.batch = st.batch, s.head = st.head, s.seq = st.seq;
@@ -639,10 +649,8 @@ simdattn_status simdattn_sdpa(const float* q, const float* k, const float* v, fl
   // The ops form row addresses of every tensor from its strides: strides of a dimension of size 1
   // and of a tensor without elements (d_v = 0, kv_len = 0, no mask) do not matter to the result
   // and are zeroed, so no address is formed that the validated extents do not cover.
-  ZeroUnusedStrides(q_sizes, q_span, &qs);
-  ZeroUnusedStrides(kv_sizes, k_span, &ks);
-  ZeroUnusedStrides(kv_sizes, v_span, &vs);
-  ZeroUnusedStrides(q_sizes, out_span, &os);
+  ZeroUnusedQkvoStrides(q_sizes, kv_sizes, {q_span, k_span, v_span, out_span},
+                        {&qs, &ks, &vs, &os});
   ZeroUnusedStrides(q_sizes, mask_span, &ms);
 
   simdattn::SdpaArgs a = SdpaArgsOf(o, {batch, heads, kv_heads, q_len, kv_len, d_k, d_v},
@@ -710,10 +718,8 @@ simdattn_status simdattn_sdpa_varlen(const float* q, const float* k, const float
   CheckSdpaOverlaps(val, o, heads, {{q, q_span, "q"}, {k, k_span, "k"}, {v, v_span, "v"}},
                     {{out, out_span, "out"}, {o.lse, lse_n, "options->lse"}});
   if (!val.ok()) return val.status();
-  ZeroUnusedStrides(q_sizes, q_span, &qs);
-  ZeroUnusedStrides(kv_sizes, k_span, &ks);
-  ZeroUnusedStrides(kv_sizes, v_span, &vs);
-  ZeroUnusedStrides(q_sizes, out_span, &os);
+  ZeroUnusedQkvoStrides(q_sizes, kv_sizes, {q_span, k_span, v_span, out_span},
+                        {&qs, &ks, &vs, &os});
 
   simdattn::SdpaArgs a = SdpaArgsOf(o, {batch, heads, kv_heads, max_q, max_kv, d_k, d_v},
                                      {qs, ks, vs, os});

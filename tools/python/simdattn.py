@@ -444,12 +444,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
         raise ShapeError(f"q and k feature sizes differ: q {q.shape}, k {k.shape}")
     if k.shape[-2] != lkv:
         raise ShapeError(f"k and v sequence lengths differ: k {k.shape}, v {v.shape}")
-    if causal_alignment not in _CAUSAL:
-        raise ValueError(f"causal_alignment must be 'top_left' or 'bottom_right', "
-                         f"got {causal_alignment!r}")
-    if scale is not None and not scale > 0:
-        raise Error(ERR_BAD_ARGUMENT, f"scale must be > 0 (got {scale}); None = 1/sqrt(d_k)")
-    variants = _SdpaVariants(window, softcap)
+    variants = _SdpaVariants(window, softcap, causal_alignment, scale)
     mask = _sdpa_mask(attn_mask, lq, lkv)
     operands = [q, k, v] + ([mask] if mask is not None else [])
     lead = _broadcast_lead([t.shape[:-2] for t in operands], ["q", "k", "v", "attn_mask"])
@@ -465,9 +460,15 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
 
 class _SdpaVariants:
     """The 0.2 options of one call: window (None or (left, right)), softcap, and the per-head
-    arrays {name: lead + (1, 1) float32 view} (alibi_slopes, sinks)."""
+    arrays {name: lead + (1, 1) float32 view} (alibi_slopes, sinks); checks causal_alignment
+    and scale on the way, as every attention entry point takes them."""
 
-    def __init__(self, window, softcap):
+    def __init__(self, window, softcap, causal_alignment="top_left", scale=None):
+        if causal_alignment not in _CAUSAL:
+            raise ValueError(f"causal_alignment must be 'top_left' or 'bottom_right', "
+                             f"got {causal_alignment!r}")
+        if scale is not None and not scale > 0:
+            raise Error(ERR_BAD_ARGUMENT, f"scale must be > 0 (got {scale}); None = 1/sqrt(d_k)")
         if window is not None:
             if len(window) != 2 or not all(isinstance(w, (int, np.integer)) for w in window):
                 raise ValueError(f"window must be None or (left, right) integers, got {window!r}")
@@ -603,12 +604,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_kv, scale=None, is_causal
     if cu_q[-1] != q.shape[0] or cu_kv[-1] != k.shape[0]:
         raise ShapeError(f"cu_seqlens_q[-1] = {cu_q[-1]} and cu_seqlens_kv[-1] = {cu_kv[-1]} must "
                          f"be the token counts of q ({q.shape[0]}) and k ({k.shape[0]})")
-    if causal_alignment not in _CAUSAL:
-        raise ValueError(f"causal_alignment must be 'top_left' or 'bottom_right', "
-                         f"got {causal_alignment!r}")
-    if scale is not None and not scale > 0:
-        raise Error(ERR_BAD_ARGUMENT, f"scale must be > 0 (got {scale}); None = 1/sqrt(d_k)")
-    variants = _SdpaVariants(window, softcap)
+    variants = _SdpaVariants(window, softcap, causal_alignment, scale)
     per_head = _per_head_views((heads,), alibi_slopes=alibi_slopes, sinks=sinks)
     heads_views = {n: np.ascontiguousarray(a.reshape(heads)) for n, a in per_head.items()}
     out = np.zeros((q.shape[0], heads, dv), np.float32)
