@@ -700,7 +700,7 @@ simdattn_status simdattn_sdpa_varlen(const float* q, const float* k, const float
   const int64_t total_q = cu_seqlens_q[batch], total_kv = cu_seqlens_kv[batch];
   // Token-major tensors as [1, heads, tokens, d] with strides {0, head, seq}.
   auto strides = [](const simdattn_strides& st, int64_t h, int64_t d) {
-    return st.seq == 0 && st.head == 0 ? simdattn_strides{0, d, h * d}
+    return st.seq == 0 && st.head == 0 ? simdattn_strides{0, d, MulSaturated(h, d)}
                                        : simdattn_strides{0, st.head, st.seq};
   };
   simdattn_strides qs = strides(o.q_strides, heads, d_k), ks = strides(o.k_strides, kv_heads, d_k);

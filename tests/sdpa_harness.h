@@ -49,7 +49,12 @@ struct SdpaRowBounds {
 //     exp's folded log2(e) see |t| as well: 5u |t|, like any logit (below, through max|s|).
 inline double VariantLogitError(const SdpaRowResult& r, const SdpaProblem& p) {
   double e = 0.0;
-  if (p.softcap > 0.0) e += 2.0 * kU * r.max_abs_dot + (2.0 * kTanhUlps + 1.0) * kU * p.softcap;
+  // softcap c: tanh's kTanhUlps ulps are relative to |tanh(x)| (one ulp <= 2u), and
+  // c |tanh(s / c)| <= min(c, |s|): (2 kTanhUlps + 1) u min(c, S) with the product by c.
+  if (p.softcap > 0.0) {
+    e += 2.0 * kU * r.max_abs_dot +
+         (2.0 * kTanhUlps + 1.0) * kU * std::min(p.softcap, r.max_abs_dot);
+  }
   if (p.alibi_slopes != nullptr) e += kU * r.max_abs_dot + 2.0 * kU * r.max_abs_bias;
   return e;
 }

@@ -414,6 +414,8 @@ const BadInput kBadInputs[] = {
      "cu_seqlens_q[1] = -9223372036854775808 < cu_seqlens_q[0] = 0"},
     {"sdpa_varlen", "cu_seqlens_q[2]", "2^62 (overflow)", VARLEN(c.cu_q[2] = int64_t{1} << 62),
      kShape, "q: its extent overflows int64"},
+    {"sdpa_varlen", "heads", "2^62 (packed token stride overflows)",
+     VARLEN(c.heads = int64_t{1} << 62), kShape, "q: its extent overflows int64"},
     {"sdpa_varlen", "q", "NULL", VARLEN(c.q = nullptr), kNull, "q is NULL but has"},
     {"sdpa_varlen", "out", "NULL", VARLEN(c.out = nullptr), kNull, "out is NULL but has"},
     {"sdpa_varlen", "options->q_strides.seq", "-1", VARLEN(c.o.q_strides = {0, 8, -1}), kShape,

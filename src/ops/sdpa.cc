@@ -551,7 +551,9 @@ static void SdpaVarlen(const SdpaArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
   std::vector<int64_t> order(static_cast<size_t>(a.batch));
   for (int64_t b = 0; b < a.batch; ++b) order[b] = b;
-  auto work = [&](int64_t b) { return QLen(a, b) * std::max<int64_t>(KvLen(a, b), 1); };
+  auto work = [&](int64_t b) {  // in double: a product of two valid lengths may overflow int64
+    return static_cast<double>(QLen(a, b)) * static_cast<double>(std::max<int64_t>(KvLen(a, b), 1));
+  };
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t x, int64_t y) { return work(x) > work(y); });
   // first[n]: index of the first task of the n-th sequence in that order.

@@ -302,12 +302,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const int64_t row = (b * heads + h) * q_len + i;
         // Bounds as tests/sdpa_harness.h's BoundsFor (with its safety factor 2): the sink is one
         // more normaliser term and joins max|s|; softcap and ALiBi add VariantLogitError's terms
-        // (2u S + 9u cap for a 4-ulp tanh; u S + 2u max|bias|).
+        // (2u S + 11u min(cap, S) for the 5-ulp tanh; u S + 2u max|bias|).
         double out_bound = 0, lse_bound = 0, w_rel = 0;
         if (r.Terms() > 0) {
           const double live = static_cast<double>(r.Terms());
           double logit = Gamma(double(d_k) + 2) * r.max_abs_dot + 5 * u * r.MaxAbsTerm();
-          if (p.softcap > 0) logit += 2 * u * r.max_abs_dot + 9 * u * p.softcap;
+          if (p.softcap > 0) {
+            logit += 2 * u * r.max_abs_dot + 11 * u * std::min(double{p.softcap}, r.max_abs_dot);
+          }
           if (p.alibi_slopes != nullptr) logit += u * r.max_abs_dot + 2 * u * r.max_abs_bias;
           const double rel = 2 * logit + 4 * u + 2 * Gamma(live * 3) + Gamma(live) + 2 * u;
           w_rel = std::expm1(2 * rel);
@@ -339,7 +341,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           for (int64_t j = 0; j < kv_len; ++j) {
             const float got = weights[row * kv_len + j];
             const double want = r.weights[j];
-            FUZZ_CHECK(std::fabs(got - want) <= want * w_rel + 2 * FLT_MIN,
+            // want * w_rel: 0 for a zero weight even when the bound is infinite.
+            FUZZ_CHECK(std::fabs(got - want) <= (want == 0 ? 0 : want * w_rel) + 2 * FLT_MIN,
                        "weights[%lld, %lld] = %.9g, want %.17g", (long long)row, (long long)j,
                        double{got}, want);
           }
