@@ -90,9 +90,8 @@ struct Columns {
   int64_t qi[kBlockCols];         // query index of each column
   int64_t head[kBlockCols];       // query head of each column
   int64_t qi_min = 0, qi_max = 0;
-  int64_t q_len_b = 0;            // queries of this batch entry (varlen: of its sequence)
   int64_t kv_len_b = 0;           // keys of this batch entry (kv_lens, varlen)
-  int64_t offset = 0;             // d_i - i: 0 for TOP_LEFT, else kv_len_b - q_len
+  int64_t offset = 0;             // d_i - i (QueryOffset)
   bool alibi_exact = false;       // every position and key index fits a float exactly (< 2^23)
   HWY_ALIGN float pos[kBlockCols];    // ALiBi: d of each column (0 past n)
   HWY_ALIGN float slope[kBlockCols];  // ALiBi: the slope of each column's head (0 past n)
@@ -106,6 +105,26 @@ int64_t SatAdd(int64_t x, int64_t y) {
   return __builtin_add_overflow(x, y, &r) ? (y > 0 ? INT64_MAX : INT64_MIN) : r;
 }
 
+// d_i - i for the queries of batch entry b: 0 for TOP_LEFT, else kv_len_b - q_len_b.
+int64_t QueryOffset(const SdpaArgs& a, int64_t b) {
+  return a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : KvLen(a, b) - QLen(a, b);
+}
+
+// Keys [first, last] (absolute, saturated: INT64_MIN / INT64_MAX when unbounded) that the causal
+// and window limits leave to a query at position d; kv_len is not applied.
+struct KeyLimits {
+  int64_t first, last;
+};
+KeyLimits LimitsAt(const SdpaArgs& a, int64_t d) {
+  KeyLimits k{INT64_MIN, INT64_MAX};
+  if (a.causal != SIMDATTN_CAUSAL_NONE) k.last = d;
+  if (a.window) {
+    k.last = std::min(k.last, SatAdd(d, a.window_right));
+    k.first = SatAdd(d, -a.window_left);
+  }
+  return k;
+}
+
 Columns MakeColumns(const SdpaArgs& a, const SdpaTask& t) {
   Columns c;
   const int64_t group = a.heads / a.kv_heads;
@@ -116,9 +135,8 @@ Columns MakeColumns(const SdpaArgs& a, const SdpaTask& t) {
   }
   c.qi_min = c.qi[0];
   c.qi_max = c.qi[c.n - 1];
-  c.q_len_b = QLen(a, t.b);
   c.kv_len_b = KvLen(a, t.b);
-  c.offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : c.kv_len_b - c.q_len_b;
+  c.offset = QueryOffset(a, t.b);
   if (a.alibi_slopes != nullptr) {
     const int64_t far = std::max({std::abs(c.qi_min + c.offset), std::abs(c.qi_max + c.offset),
                                   c.kv_len_b});
@@ -133,13 +151,9 @@ Columns MakeColumns(const SdpaArgs& a, const SdpaTask& t) {
 
 // Keys [*lo, *hi) that any column of the task may see (causal limit and window).
 void VisibleKeys(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t* lo, int64_t* hi) {
-  int64_t begin = t.key0, end = std::min(t.key1, c.kv_len_b);
-  const int64_t d_min = c.qi_min + c.offset, d_max = c.qi_max + c.offset;
-  if (a.causal != SIMDATTN_CAUSAL_NONE) end = std::min(end, d_max + 1);
-  if (a.window) {
-    end = std::min(end, SatAdd(SatAdd(d_max, a.window_right), 1));
-    begin = std::max(begin, SatAdd(d_min, -a.window_left));
-  }
+  const int64_t begin = std::max(t.key0, LimitsAt(a, c.qi_min + c.offset).first);
+  const int64_t end =
+      std::min({t.key1, c.kv_len_b, SatAdd(LimitsAt(a, c.qi_max + c.offset).last, 1)});
   *lo = begin;
   *hi = std::max(end, begin);
 }
@@ -148,15 +162,9 @@ void VisibleKeys(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t
 // empty: first > last).
 void VisibleRows(const SdpaArgs& a, const Columns& c, int64_t j, int64_t k0, int64_t bk,
                  int64_t* first, int64_t* last) {
-  const int64_t d = c.qi[j] + c.offset;
-  *first = 0;
-  *last = bk - 1;
-  if (a.causal != SIMDATTN_CAUSAL_NONE) *last = std::min(*last, d - k0);
-  if (a.window) {
-    *last = std::min(*last, SatAdd(d, a.window_right) - k0);
-    const int64_t low = SatAdd(d, -a.window_left);
-    if (low > k0) *first = low - k0;
-  }
+  const KeyLimits lim = LimitsAt(a, c.qi[j] + c.offset);
+  *first = lim.first > k0 ? lim.first - k0 : 0;
+  *last = std::min(bk - 1, lim.last - k0);
 }
 
 // Columns rounded up to whole vectors: the width the online softmax steps work on.
@@ -419,14 +427,9 @@ void FewKeysQuery(const SdpaArgs& a, int64_t b, int64_t h, int64_t i, int64_t hi
   // Limits as integers clamped to [-1, Lanes] first: exact in float.
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   auto clamp = [&](int64_t x) { return static_cast<float>(std::min(std::max<int64_t>(x, -1), lanes)); };
-  int64_t last = lanes, first = 0;
-  if (a.causal != SIMDATTN_CAUSAL_NONE) last = std::min(last, pos);
-  if (a.window) {
-    last = std::min(last, SatAdd(pos, a.window_right));
-    first = SatAdd(pos, -a.window_left);
-  }
-  visible = hn::And(visible, hn::And(hn::Le(key, hn::Set(d, clamp(last))),
-                                     hn::Ge(key, hn::Set(d, clamp(first)))));
+  const KeyLimits lim = LimitsAt(a, pos);
+  visible = hn::And(visible, hn::And(hn::Le(key, hn::Set(d, clamp(lim.last))),
+                                     hn::Ge(key, hn::Set(d, clamp(lim.first)))));
   s = hn::IfThenElse(visible, s, hn::Set(d, kNegInf));
   // sum 0: no visible key and no sink (out 0, lse -inf). A NaN or +inf score makes the sum NaN,
   // and with it out, lse and weights (as the blocked path does).
@@ -452,12 +455,10 @@ size_t LanesImpl() { return hn::Lanes(DF()); }
 // Few keys (a.kv_len <= Lanes): every query head of (b, kvh) against its keys held as lanes.
 void FewKeysTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh) {
   const int64_t group = a.heads / a.kv_heads;
-  const int64_t q_len_b = QLen(a, b), kv_len_b = KvLen(a, b);
-  const int64_t offset = a.causal == SIMDATTN_CAUSAL_TOP_LEFT ? 0 : kv_len_b - q_len_b;
-  int64_t hi = kv_len_b;  // keys any query may see
-  if (a.causal != SIMDATTN_CAUSAL_NONE) hi = std::min(hi, q_len_b + offset);
-  if (a.window) hi = std::min(hi, SatAdd(SatAdd(q_len_b - 1 + offset, a.window_right), 1));
-  hi = std::max<int64_t>(hi, 0);
+  const int64_t q_len_b = QLen(a, b), offset = QueryOffset(a, b);
+  // Keys any query may see: below kv_len and the last query's limit.
+  const int64_t hi = std::max<int64_t>(
+      0, std::min(KvLen(a, b), SatAdd(LimitsAt(a, q_len_b - 1 + offset).last, 1)));
   const size_t dk = static_cast<size_t>(a.d_k);
   const DF d;
   float* kt = ThreadScratch(0, 2 * dk * hn::Lanes(d));
