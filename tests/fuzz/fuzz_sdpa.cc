@@ -6,6 +6,7 @@
 // is not an element of out unchanged, guards intact, and for small calls out, lse and weights
 // within the derived float32 bounds of the float64 reference (tests/sdpa_reference.h), no NaN.
 #include <algorithm>
+#include <cfloat>
 #include <cstddef>
 
 #include "tests/fuzz/fuzz_common.h"
@@ -313,10 +314,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           if (p.alibi_slopes != nullptr) logit += u * r.max_abs_dot + 2 * u * r.max_abs_bias;
           const double rel = 2 * logit + 4 * u + 2 * Gamma(live * 3) + Gamma(live) + 2 * u;
           w_rel = std::expm1(2 * rel);
-          out_bound = (w_rel + Gamma(live + 1) * (1 + w_rel)) * r.max_abs_v;
+          // All-zero V rows give exactly 0 whatever the weights (no inf * 0 = NaN bound).
+          out_bound = r.max_abs_v == 0 ? 0 : (w_rel + Gamma(live + 1) * (1 + w_rel)) * r.max_abs_v;
           lse_bound = 2 * (logit + rel + 8 * u * std::log(live) + 3 * u * std::fabs(r.lse));
         }
-        const bool finite_row = std::isfinite(r.max_abs_dot) && std::isfinite(r.max_abs_v) &&
+        // Scores are float: with a huge scale (the fuzzer picks up to FLT_MAX) q.k * scale or
+        // q.k itself can overflow to +-inf, an infinite score the header lets make the row NaN.
+        // The bounds hold for |scores| below FLT_MAX / 4 (room for the kernel's s - max and
+        // log2(e) scaling, which the error terms above assume exact in range).
+        const double unscaled = r.max_abs_dot / std::fabs(p.scale);
+        const bool float_scores = (1 + Gamma(double(d_k) + 2)) * std::max(r.max_abs_dot, unscaled) <
+                                  double{FLT_MAX} / 4;
+        const bool finite_row = float_scores && std::isfinite(r.max_abs_v) &&
                                 std::isfinite(r.max_abs_logit) && !specials &&
                                 !std::isnan(r.lse);
         for (int64_t c = 0; c < d_v; ++c) {

@@ -71,8 +71,9 @@ void CheckSequence(const Call& c, int64_t b, const float* q, const float* k, con
   std::vector<float> vp(static_cast<size_t>(std::max<int64_t>(TokenExtent(kv_max, kv_heads, vs, c.d_v), 1)),
                         NAN);
   const int64_t kn = TokenExtent(kl, kv_heads, ks, c.d_k), vn = TokenExtent(kl, kv_heads, vs, c.d_v);
-  std::copy_n(k + c.cu_kv[b] * ks.seq, kn, kp.begin());
-  if (c.d_v > 0) std::copy_n(v + c.cu_kv[b] * vs.seq, vn, vp.begin());
+  // Without elements (no keys, or d 0 with a huge stride) no address into k or v is formed.
+  if (kn > 0) std::copy_n(k + c.cu_kv[b] * ks.seq, kn, kp.begin());
+  if (vn > 0) std::copy_n(v + c.cu_kv[b] * vs.seq, vn, vp.begin());
   const int64_t on = TokenExtent(ql, c.heads, os, c.d_v);
   std::vector<float> want(static_cast<size_t>(std::max<int64_t>(on, 1)));
   std::vector<float> want_lse(static_cast<size_t>(ql * c.heads));
