@@ -285,6 +285,76 @@ SIMDATTN_API simdattn_status simdattn_attention_merge(int64_t n, int64_t rows, i
                                                       const float* const* lses, float* out,
                                                       int64_t ld_out_merged, float* lse);
 
+/* ------------------------------------------------------------------ KV cache and casts */
+
+/* Element types of a KV cache and of simdattn_cast. */
+enum { SIMDATTN_DTYPE_F32 = 0, SIMDATTN_DTYPE_BF16 = 1, SIMDATTN_DTYPE_F16 = 2 };
+
+/* A paged KV cache (vLLM's PagedAttention layout): fixed-size blocks of keys, any block of any
+ * sequence anywhere, found through a block table. */
+typedef struct simdattn_kv_cache {
+  size_t struct_size;         /* sizeof(simdattn_kv_cache) (80 on x86-64) */
+  int32_t dtype;              /* SIMDATTN_DTYPE_*: element type of k and v */
+  const void* k;              /* [num_blocks, block_size, kv_heads, d_k] */
+  const void* v;              /* [num_blocks, block_size, kv_heads, d_v] */
+  int64_t num_blocks;
+  int64_t block_size;         /* keys per block, >= 1 */
+  int64_t kv_heads;           /* >= 1, divides heads */
+  const int32_t* block_table; /* [batch, max_blocks_per_seq]; NULL = identity: block n of
+                                 sequence b is physical block b * max_blocks_per_seq + n */
+  int64_t max_blocks_per_seq;
+  const int64_t* seq_lens;    /* [batch], required: 0 <= seq_lens[b] <= max_blocks_per_seq * block_size */
+} simdattn_kv_cache;
+
+/* Fills defaults: struct_size = sizeof, everything else 0 / NULL (dtype F32). */
+SIMDATTN_API void simdattn_kv_cache_init(simdattn_kv_cache* cache);
+
+/* Attention of fp32 queries over a paged KV cache: simdattn_sdpa's semantics (scores, causal
+ * alignment, window, softcap, ALiBi, sinks, LSE) with kv_len_b = seq_lens[b]: the q_len queries
+ * are the last q_len positions of each sequence unless causal is TOP_LEFT.
+ * Key j (< seq_lens[b]) of sequence b, kv head g: physical block p = block_table[b *
+ * max_blocks_per_seq + j / block_size] (block_table NULL: p = b * max_blocks_per_seq +
+ * j / block_size), row r = j % block_size; its d_k values start at element
+ * ((p * block_size + r) * kv_heads + g) * d_k of k (likewise v with d_v), widened exactly to
+ * float. Query head h reads kv head h / (heads / cache->kv_heads). Nothing else of the cache is
+ * read: rows past seq_lens[b] in a sequence's last block, blocks no sequence uses, and table
+ * entries at index >= ceil(seq_lens[b] / block_size) may hold anything (NaN, -1, out of range).
+ * Blocks may be shared between sequences. q [batch, heads, q_len, d_k], out [batch, heads, q_len,
+ * d_v] with options' q/out strides; q_len may exceed seq_lens[b] (with causal bottom-right the
+ * first q_len - seq_lens[b] queries see no key). Q stays fp32 and every sum is fp32: the error
+ * bound is simdattn_sdpa's over the widened K/V values.
+ * options->kv_heads must be 0 or equal cache->kv_heads (else BAD_SHAPE); options->mask, ->kv_lens,
+ * ->weights must be NULL and its k/v strides zero (else BAD_ARGUMENT); options->lse
+ * [batch, heads, q_len] as in simdattn_sdpa. Results are bitwise identical for any thread count.
+ * Decode (few query columns per kv head, long sequences) splits each sequence into fixed key
+ * ranges merged by their LSE in index order, as simdattn_sdpa does.
+ * Sizes, strides and empty sizes follow simdattn_sdpa: negative sizes or strides, d_k < 1, and
+ * element or byte counts overflowing int64 -> BAD_SHAPE; batch, heads or q_len == 0 -> OK with
+ * nothing written (NULL allowed for buffers without elements, seq_lens included when batch == 0);
+ * d_v == 0 still writes lse.
+ * Errors (nothing written): cache NULL -> NULL_POINTER (always: it carries shapes);
+ * cache->struct_size < sizeof -> BAD_ARGUMENT; dtype unknown -> BAD_ARGUMENT; block_size < 1,
+ * kv_heads < 1 or not dividing heads, num_blocks < 0, max_blocks_per_seq < 0, seq_lens[b]
+ * outside [0, max_blocks_per_seq * block_size], a physical block that a sequence uses (its table
+ * entry, or the implied one when block_table is NULL) outside [0, num_blocks) -> BAD_SHAPE;
+ * seq_lens NULL with batch > 0, k or v NULL while it has elements to read -> NULL_POINTER; out or
+ * lse overlapping q, the cache's k or v (num_blocks * block_size * kv_heads * d_k, resp. d_v,
+ * elements of the dtype's size) or each other -> BAD_ARGUMENT. */
+SIMDATTN_API simdattn_status simdattn_sdpa_kvcache(
+    const float* q, const simdattn_kv_cache* cache, float* out, int64_t batch, int64_t heads,
+    int64_t q_len, int64_t d_k, int64_t d_v, const simdattn_sdpa_options* options);
+
+/* n elements from src_dtype to dst_dtype, any of the nine pairs. To f32: exact. To bf16 or
+ * f16: the exact value rounded once to nearest even; overflow -> +-inf (f16: |x| >= 65520);
+ * subnormal inputs and results are kept and rounded correctly, never flushed. Same dtype: a copy.
+ * +-0 and +-inf keep their sign; a NaN gives a NaN. n == 0 -> OK (NULL allowed). Parallel over
+ * chunks of elements; every element's result is independent of the thread count.
+ * Errors: n < 0 or n * element size overflowing int64 -> BAD_SHAPE; unknown dtype ->
+ * BAD_ARGUMENT; NULL with n > 0 -> NULL_POINTER; src and dst byte ranges overlapping (in place
+ * included) -> BAD_ARGUMENT. */
+SIMDATTN_API simdattn_status simdattn_cast(int64_t n, const void* src, int32_t src_dtype,
+                                           void* dst, int32_t dst_dtype);
+
 /* ------------------------------------------------------------------ multi-head self-attention */
 
 /* Weights laid out exactly as torch.nn.MultiheadAttention stores them (E = embed_dim). */
