@@ -215,7 +215,9 @@ class Validator {
                    static_cast<long long>(inner));
   }
   // *count = d0 * d1 * ... elements, with the byte size representable in int64 (0 if any d is 0).
-  Validator& Elements(std::initializer_list<int64_t> dims, const char* name, int64_t* count) {
+  // (Elements of `elem` bytes.)
+  Validator& Elements(std::initializer_list<int64_t> dims, const char* name, int64_t* count,
+                      size_t elem = sizeof(float)) {
     *count = 0;
     if (!ok()) return *this;
     int64_t n = 1, bytes = 0;
@@ -224,7 +226,7 @@ class Validator {
       if (d == 0) return *this;  // a product with a zero factor is 0, whatever the others
     }
     for (int64_t d : dims) overflow = overflow || __builtin_mul_overflow(n, d, &n);
-    overflow = overflow || __builtin_mul_overflow(n, static_cast<int64_t>(sizeof(float)), &bytes);
+    overflow = overflow || __builtin_mul_overflow(n, static_cast<int64_t>(elem), &bytes);
     Require(!overflow, SIMDATTN_ERR_BAD_SHAPE, "%s has too many elements: overflows int64", name);
     if (ok()) *count = n;
     return *this;
@@ -726,6 +728,171 @@ simdattn_status simdattn_sdpa_varlen(const float* q, const float* k, const float
   a.q = q, a.k = k, a.v = v, a.out = out;
   a.cu_q = cu_seqlens_q, a.cu_kv = cu_seqlens_kv;
   return simdattn::Run("simdattn_sdpa_varlen", [&] { simdattn::Sdpa(a); });
+}
+
+}  // extern "C"
+
+namespace {
+
+// Bytes of one element of a SIMDATTN_DTYPE_*, or 0 for an unknown type.
+size_t DtypeBytes(int32_t dtype) {
+  switch (dtype) {
+    case SIMDATTN_DTYPE_F32: return sizeof(float);
+    case SIMDATTN_DTYPE_BF16:
+    case SIMDATTN_DTYPE_F16: return sizeof(uint16_t);
+  }
+  return 0;
+}
+
+// Element counts of the cache's k and v arrays (num_blocks * block_size * kv_heads * d).
+struct CacheExtents {
+  int64_t k = 0, v = 0;
+  size_t elem = 0;
+};
+
+// The cache's own fields and their agreement with heads and options (before the empty-problem
+// shortcut: they carry shapes).
+CacheExtents CheckCacheShape(Validator& val, const simdattn_kv_cache& c, int64_t heads,
+                             int64_t d_k, int64_t d_v, const simdattn_sdpa_options& o) {
+  CacheExtents e;
+  e.elem = DtypeBytes(c.dtype);
+  val.Require(e.elem != 0, SIMDATTN_ERR_BAD_ARGUMENT,
+              "cache->dtype must be SIMDATTN_DTYPE_F32, _BF16 or _F16 (got %d)",
+              static_cast<int>(c.dtype));
+  val.Require(c.block_size >= 1, SIMDATTN_ERR_BAD_SHAPE, "cache->block_size must be >= 1 (got %lld)",
+              static_cast<long long>(c.block_size));
+  val.Require(c.kv_heads >= 1, SIMDATTN_ERR_BAD_SHAPE, "cache->kv_heads must be >= 1 (got %lld)",
+              static_cast<long long>(c.kv_heads));
+  val.Require(!val.ok() || heads % c.kv_heads == 0, SIMDATTN_ERR_BAD_SHAPE,
+              "heads (%lld) must be a multiple of cache->kv_heads (%lld)",
+              static_cast<long long>(heads), static_cast<long long>(c.kv_heads));
+  val.NonNegative(c.num_blocks, "cache->num_blocks");
+  val.NonNegative(c.max_blocks_per_seq, "cache->max_blocks_per_seq");
+  val.Require(o.kv_heads == 0 || o.kv_heads == c.kv_heads, SIMDATTN_ERR_BAD_SHAPE,
+              "options->kv_heads (%lld) must be 0 or cache->kv_heads (%lld)",
+              static_cast<long long>(o.kv_heads), static_cast<long long>(c.kv_heads));
+  val.Require(o.mask == nullptr && o.kv_lens == nullptr && o.weights == nullptr,
+              SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->mask, ->kv_lens and ->weights must be NULL (lengths come from "
+              "cache->seq_lens; weights are not available)");
+  const simdattn_strides& ks = o.k_strides;
+  const simdattn_strides& vs = o.v_strides;
+  val.Require(ks.batch == 0 && ks.head == 0 && ks.seq == 0 && vs.batch == 0 && vs.head == 0 &&
+                  vs.seq == 0,
+              SIMDATTN_ERR_BAD_ARGUMENT,
+              "options->k_strides and ->v_strides must be zero (the cache fixes its layout)");
+  const size_t elem = e.elem != 0 ? e.elem : sizeof(float);
+  val.Elements({c.num_blocks, c.block_size, c.kv_heads, d_k}, "cache->k", &e.k, elem);
+  val.Elements({c.num_blocks, c.block_size, c.kv_heads, d_v}, "cache->v", &e.v, elem);
+  return e;
+}
+
+// seq_lens in range and every block a sequence uses inside [0, num_blocks); returns the longest
+// sequence. A sequence uses table entries [0, ceil(seq_lens[b] / block_size)).
+int64_t CheckCacheSequences(Validator& val, const simdattn_kv_cache& c, int64_t batch) {
+  val.Require(c.seq_lens != nullptr, SIMDATTN_ERR_NULL_POINTER, "cache->seq_lens is NULL with batch = %lld",
+              static_cast<long long>(batch));
+  int64_t capacity = 0, longest = 0;
+  if (__builtin_mul_overflow(c.max_blocks_per_seq, c.block_size, &capacity)) capacity = INT64_MAX;
+  for (int64_t b = 0; b < batch && val.ok(); ++b) {
+    const int64_t len = c.seq_lens[b];
+    val.Require(len >= 0 && len <= capacity, SIMDATTN_ERR_BAD_SHAPE,
+                "cache->seq_lens[%lld] = %lld is outside [0, max_blocks_per_seq * block_size = %lld]",
+                static_cast<long long>(b), static_cast<long long>(len),
+                static_cast<long long>(capacity));
+    if (!val.ok()) break;
+    longest = std::max(longest, len);
+    const int64_t used = len / c.block_size + (len % c.block_size != 0);
+    for (int64_t n = 0; n < used && val.ok(); ++n) {
+      // b * max_blocks_per_seq + n is below batch * max_blocks_per_seq: the identity's block
+      // index only overflows where no such block can exist (>= num_blocks either way).
+      int64_t p = 0;
+      if (c.block_table != nullptr) {
+        p = c.block_table[b * c.max_blocks_per_seq + n];
+      } else if (__builtin_mul_overflow(b, c.max_blocks_per_seq, &p) || p > INT64_MAX - n) {
+        p = INT64_MAX;
+      } else {
+        p += n;
+      }
+      val.Require(p >= 0 && p < c.num_blocks, SIMDATTN_ERR_BAD_SHAPE,
+                  "sequence %lld uses physical block %lld (block %lld of the sequence%s), "
+                  "outside [0, cache->num_blocks = %lld)",
+                  static_cast<long long>(b), static_cast<long long>(p), static_cast<long long>(n),
+                  c.block_table != nullptr ? ", from cache->block_table" : ", identity table",
+                  static_cast<long long>(c.num_blocks));
+    }
+  }
+  return longest;
+}
+
+}  // namespace
+
+extern "C" {
+
+void simdattn_kv_cache_init(simdattn_kv_cache* cache) {
+  if (cache == nullptr) return;
+  *cache = simdattn_kv_cache{};
+  cache->struct_size = sizeof(simdattn_kv_cache);
+}
+
+simdattn_status simdattn_sdpa_kvcache(const float* q, const simdattn_kv_cache* cache, float* out,
+                                      int64_t batch, int64_t heads, int64_t q_len, int64_t d_k,
+                                      int64_t d_v, const simdattn_sdpa_options* options) {
+  Validator val("simdattn_sdpa_kvcache");
+  val.Require(cache != nullptr, SIMDATTN_ERR_NULL_POINTER, "cache is NULL");
+  if (!val.ok()) return val.status();
+  val.Require(cache->struct_size >= sizeof(simdattn_kv_cache), SIMDATTN_ERR_BAD_ARGUMENT,
+              "cache->struct_size must be >= %zu (got %zu): call simdattn_kv_cache_init",
+              sizeof(simdattn_kv_cache), cache->struct_size);
+  if (!val.ok()) return val.status();
+  const simdattn_kv_cache& c = *cache;
+  const simdattn_sdpa_options o = ReadSdpaOptions(val, options);
+  if (!val.ok()) return val.status();
+  val.NonNegative(batch, "batch").NonNegative(heads, "heads").NonNegative(q_len, "q_len");
+  CheckSdpaScalars(val, o, heads, d_k, d_v);
+  const CacheExtents ext = CheckCacheShape(val, c, heads, d_k, d_v, o);
+  const int64_t q_sizes[3] = {batch, heads, q_len};
+  simdattn_strides qs = ResolveStrides(o.q_strides, heads, q_len, d_k);
+  simdattn_strides os = ResolveStrides(o.out_strides, heads, q_len, d_v);
+  int64_t q_span = 0, out_span = 0, lse_n = 0, rows = 0;
+  val.Span4(q_sizes, qs, d_k, "q", &q_span).Span4(q_sizes, os, d_v, "out", &out_span);
+  if (o.lse != nullptr) val.Elements({batch, heads, q_len}, "options->lse", &lse_n);
+  val.Elements({batch, heads, q_len}, "batch * heads * q_len (the query rows)", &rows);
+  if (!val.ok() || batch == 0 || heads == 0 || q_len == 0) {
+    return val.ok() ? simdattn::Ok() : val.status();
+  }
+  const int64_t max_len = CheckCacheSequences(val, c, batch);
+  if (!val.ok()) return val.status();
+  const bool reads_keys = max_len > 0;
+  val.NotNull(q, q_span, "q").NotNull(out, out_span, "out");
+  val.NotNull(c.k, reads_keys ? ext.k : 0, "cache->k").NotNull(c.v, reads_keys ? ext.v : 0, "cache->v");
+  CheckSdpaPerHead(val, o, heads);
+  val.RowsDisjoint(q_sizes, os, d_v, "out");
+  CheckSdpaOverlaps(val, o, heads, {{q, q_span, "q"}}, {{out, out_span, "out"}, {o.lse, lse_n, "options->lse"}});
+  const Validator::Region cache_regions[] = {
+      {c.k, ext.k, "cache->k", ext.elem},
+      {c.v, ext.v, "cache->v", ext.elem},
+      {c.seq_lens, batch, "cache->seq_lens", sizeof(int64_t)},
+      // (Capped so that its byte end cannot wrap: entries that far are never read anyway.)
+      {c.block_table, c.block_table ? std::min(MulSaturated(batch, c.max_blocks_per_seq), INT64_MAX / 8) : 0,
+       "cache->block_table", sizeof(int32_t)}};
+  for (const auto& r : cache_regions) {
+    val.NoOverlap(out, out_span, "out", r.p, r.n, r.name, r.elem);
+    val.NoOverlap(o.lse, lse_n, "options->lse", r.p, r.n, r.name, r.elem);
+  }
+  if (!val.ok()) return val.status();
+  simdattn_strides unused{0, 0, 0};
+  ZeroUnusedQkvoStrides(q_sizes, q_sizes, {q_span, 0, 0, out_span}, {&qs, &unused, &unused, &os});
+
+  simdattn::KvPages pages;
+  pages.dtype = c.dtype, pages.k = c.k, pages.v = c.v;
+  pages.block_size = c.block_size, pages.block_table = c.block_table;
+  pages.max_blocks = c.max_blocks_per_seq;
+  simdattn::SdpaArgs a = SdpaArgsOf(o, {batch, heads, c.kv_heads, q_len, max_len, d_k, d_v},
+                                     {qs, unused, unused, os});
+  a.q = q, a.out = out;
+  a.kv_lens = c.seq_lens, a.pages = &pages;
+  return simdattn::Run("simdattn_sdpa_kvcache", [&] { simdattn::Sdpa(a); });
 }
 
 }  // extern "C"

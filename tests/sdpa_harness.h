@@ -258,6 +258,11 @@ class SdpaRun {
   const Strided& out() const { return out_.buffer(); }
   const Strided& lse() const { return lse_; }
   const Strided& weights() const { return weights_; }
+  // For a test that stores K/V elsewhere (a paged cache) and writes out itself.
+  Strided& mutable_k() { return k_.buffer(); }
+  Strided& mutable_v() { return v_.buffer(); }
+  float* mutable_out() { return out_.ptr(); }
+  const float* q() const { return q_.ptr(); }
 
   simdattn_sdpa_options Options() {
     simdattn_sdpa_options o;

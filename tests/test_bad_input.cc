@@ -148,6 +148,32 @@ struct Merge {
   }
 };
 
+// A paged f32 cache over the sdpa K/V buffers: 7 blocks of 2 keys, 2 kv heads, d_k 8, d_v 6;
+// sequences of 5 and 3 keys in blocks {4, 0, 6} and {2, 5} (the last table entry is unused).
+struct KvCache {
+  const float* q;
+  float* out;
+  int64_t batch = 2, heads = 4, q_len = 5, d_k = 8, d_v = 6;
+  int32_t table[6] = {4, 0, 6, 2, 5, -1};
+  int64_t seq_lens[2] = {5, 3};
+  simdattn_kv_cache c;
+  const simdattn_kv_cache* cache = &c;
+  simdattn_sdpa_options o;
+  explicit KvCache(Storage& s) : q(s.at(Storage::kQ)), out(s.at(Storage::kOut)) {
+    simdattn_kv_cache_init(&c);
+    c.dtype = SIMDATTN_DTYPE_F32;
+    c.k = s.at(Storage::kK), c.v = s.at(Storage::kV);
+    c.num_blocks = 7, c.block_size = 2, c.kv_heads = 2;
+    c.block_table = table, c.max_blocks_per_seq = 3, c.seq_lens = seq_lens;
+    simdattn_sdpa_options_init(&o);
+    o.causal = SIMDATTN_CAUSAL_BOTTOM_RIGHT;
+    o.lse = s.at(Storage::kLse);
+  }
+  simdattn_status Run() const {
+    return simdattn_sdpa_kvcache(q, cache, out, batch, heads, q_len, d_k, d_v, &o);
+  }
+};
+
 struct BadInput {
   const char* function;
   const char* argument;
@@ -164,6 +190,7 @@ struct BadInput {
 #define MHSA(...) [](Storage& s) { Mhsa c(s); __VA_ARGS__; return c.Run(); }
 #define VARLEN(...) [](Storage& s) { Varlen c(s); __VA_ARGS__; return c.Run(); }
 #define MERGE(...) [](Storage& s) { Merge c(s); __VA_ARGS__; return c.Run(); }
+#define KVCACHE(...) [](Storage& s) { KvCache c(s); __VA_ARGS__; return c.Run(); }
 constexpr simdattn_status kShape = SIMDATTN_ERR_BAD_SHAPE, kArg = SIMDATTN_ERR_BAD_ARGUMENT;
 constexpr simdattn_status kNull = SIMDATTN_ERR_NULL_POINTER;
 
@@ -483,6 +510,78 @@ const BadInput kBadInputs[] = {
      kArg, "lse overlaps outs[0]"},
     {"attention_merge", "lse", "overlapping out", MERGE(c.lse = s.at(Storage::kMout + 10)), kArg,
      "out overlaps lse"},
+    // ---- simdattn_sdpa_kvcache
+    {"sdpa_kvcache", "cache", "NULL", KVCACHE(c.cache = nullptr), kNull, "cache is NULL"},
+    {"sdpa_kvcache", "cache->struct_size", "8", KVCACHE(c.c.struct_size = 8), kArg,
+     "cache->struct_size must be >= 80 (got 8)"},
+    {"sdpa_kvcache", "cache->dtype", "3", KVCACHE(c.c.dtype = 3), kArg,
+     "cache->dtype must be SIMDATTN_DTYPE_F32, _BF16 or _F16 (got 3)"},
+    {"sdpa_kvcache", "cache->dtype", "-1", KVCACHE(c.c.dtype = -1), kArg, "(got -1)"},
+    {"sdpa_kvcache", "cache->block_size", "0", KVCACHE(c.c.block_size = 0), kShape,
+     "cache->block_size must be >= 1 (got 0)"},
+    {"sdpa_kvcache", "cache->kv_heads", "0", KVCACHE(c.c.kv_heads = 0), kShape,
+     "cache->kv_heads must be >= 1 (got 0)"},
+    {"sdpa_kvcache", "cache->kv_heads", "3", KVCACHE(c.c.kv_heads = 3), kShape,
+     "heads (4) must be a multiple of cache->kv_heads (3)"},
+    {"sdpa_kvcache", "cache->num_blocks", "-1", KVCACHE(c.c.num_blocks = -1), kShape,
+     "cache->num_blocks must be >= 0 (got -1)"},
+    {"sdpa_kvcache", "cache->max_blocks_per_seq", "-1", KVCACHE(c.c.max_blocks_per_seq = -1),
+     kShape, "cache->max_blocks_per_seq must be >= 0 (got -1)"},
+    {"sdpa_kvcache", "cache->num_blocks", "2^62 (k's bytes overflow)", KVCACHE(c.c.num_blocks = k62),
+     kShape, "cache->k has too many elements"},
+    {"sdpa_kvcache", "options->kv_heads", "4", KVCACHE(c.o.kv_heads = 4), kShape,
+     "options->kv_heads (4) must be 0 or cache->kv_heads (2)"},
+    {"sdpa_kvcache", "options->mask", "set", KVCACHE(c.o.mask = s.at(Storage::kMask)), kArg,
+     "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_kvcache", "options->kv_lens", "set", KVCACHE(c.o.kv_lens = s.kv_lens), kArg,
+     "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_kvcache", "options->weights", "set", KVCACHE(c.o.weights = s.at(Storage::kWeights)),
+     kArg, "options->mask, ->kv_lens and ->weights must be NULL"},
+    {"sdpa_kvcache", "options->k_strides", "{0, 0, 8}", KVCACHE(c.o.k_strides = {0, 0, 8}), kArg,
+     "options->k_strides and ->v_strides must be zero"},
+    {"sdpa_kvcache", "options->v_strides", "{1, 0, 0}", KVCACHE(c.o.v_strides = {1, 0, 0}), kArg,
+     "options->k_strides and ->v_strides must be zero"},
+    {"sdpa_kvcache", "options->struct_size", "8", KVCACHE(c.o.struct_size = 8), kArg,
+     "options->struct_size must be >= 176"},
+    {"sdpa_kvcache", "options->causal", "3", KVCACHE(c.o.causal = 3), kArg,
+     "options->causal must be 0, 1 or 2 (got 3)"},
+    {"sdpa_kvcache", "batch", "-1", KVCACHE(c.batch = -1), kShape, "batch must be >= 0 (got -1)"},
+    {"sdpa_kvcache", "q_len", "-2", KVCACHE(c.q_len = -2), kShape, "q_len must be >= 0 (got -2)"},
+    {"sdpa_kvcache", "d_k", "0", KVCACHE(c.d_k = 0), kShape, "d_k must be >= 1 (got 0)"},
+    {"sdpa_kvcache", "q_len", "2^62 (overflow)", KVCACHE(c.q_len = k62), kShape, "overflows int64"},
+    {"sdpa_kvcache", "cache->seq_lens", "NULL", KVCACHE(c.c.seq_lens = nullptr), kNull,
+     "cache->seq_lens is NULL with batch = 2"},
+    {"sdpa_kvcache", "cache->seq_lens[1]", "7", KVCACHE(c.seq_lens[1] = 7), kShape,
+     "cache->seq_lens[1] = 7 is outside [0, max_blocks_per_seq * block_size = 6]"},
+    {"sdpa_kvcache", "cache->seq_lens[0]", "-1", KVCACHE(c.seq_lens[0] = -1), kShape,
+     "cache->seq_lens[0] = -1 is outside"},
+    {"sdpa_kvcache", "cache->seq_lens[0]", "INT64_MAX", KVCACHE(c.seq_lens[0] = INT64_MAX), kShape,
+     "is outside [0, max_blocks_per_seq * block_size = 6]"},
+    {"sdpa_kvcache", "cache->block_table[2]", "7", KVCACHE(c.table[2] = 7), kShape,
+     "sequence 0 uses physical block 7 (block 2 of the sequence, from cache->block_table), "
+     "outside [0, cache->num_blocks = 7)"},
+    {"sdpa_kvcache", "cache->block_table[4]", "-1", KVCACHE(c.table[4] = -1), kShape,
+     "sequence 1 uses physical block -1"},
+    {"sdpa_kvcache", "cache->block_table", "NULL with 4 blocks", KVCACHE(c.c.block_table = nullptr;
+     c.c.num_blocks = 4), kShape, "sequence 1 uses physical block 4 (block 1 of the sequence, "
+     "identity table)"},
+    {"sdpa_kvcache", "cache->k", "NULL", KVCACHE(c.c.k = nullptr), kNull, "cache->k is NULL but has"},
+    {"sdpa_kvcache", "cache->v", "NULL", KVCACHE(c.c.v = nullptr), kNull, "cache->v is NULL but has"},
+    {"sdpa_kvcache", "q", "NULL", KVCACHE(c.q = nullptr), kNull, "q is NULL but has"},
+    {"sdpa_kvcache", "out", "NULL", KVCACHE(c.out = nullptr), kNull, "out is NULL but has"},
+    {"sdpa_kvcache", "out", "overlapping cache->v", KVCACHE(c.out = const_cast<float*>(
+     static_cast<const float*>(c.c.v)) + 100), kArg, "out overlaps cache->v"},
+    {"sdpa_kvcache", "out", "overlapping q", KVCACHE(c.out = const_cast<float*>(c.q) + 1), kArg,
+     "out overlaps q"},
+    {"sdpa_kvcache", "options->lse", "overlapping cache->k",
+     KVCACHE(c.o.lse = const_cast<float*>(static_cast<const float*>(c.c.k))), kArg,
+     "options->lse overlaps cache->k"},
+    {"sdpa_kvcache", "options->lse", "overlapping out", KVCACHE(c.o.lse = c.out + 3), kArg,
+     "overlaps"},
+    {"sdpa_kvcache", "options->out_strides", "rows overlap", KVCACHE(c.o.out_strides = {0, 6, 3}),
+     kArg, "out strides"},
+    {"sdpa_kvcache", "options->sinks[1]", "nan", KVCACHE(s.sinks[1] = kNaN; c.o.sinks = s.sinks),
+     kArg, "options->sinks[1] = nan"},
     // ---- simdattn_set_num_threads
     {"set_num_threads", "n", "-1", [](Storage&) { return simdattn_set_num_threads(-1); }, kArg,
      "n must be in [0, SIMDATTN_MAX_THREADS = 4096] (0 = all hardware threads), got -1"},
@@ -504,6 +603,7 @@ TEST_CASE("bad-input matrix: exact status, message fragment, nothing written") {
     CheckOk(Mhsa(s).Run());
     CheckOk(Varlen(s).Run());
     CheckOk(Merge(s).Run());
+    CheckOk(KvCache(s).Run());
   }
   const int32_t threads = simdattn_get_num_threads();
   for (const BadInput& bad : kBadInputs) {

@@ -75,6 +75,23 @@ struct SdpaArgs {
   // unused), q_len and kv_len are the largest sequence's, and lse is [total_q, heads].
   const int64_t* cu_q = nullptr;
   const int64_t* cu_kv = nullptr;
+  // Paged KV cache (simdattn_sdpa_kvcache), or null. Then k and v are unused: key j of entry b,
+  // kv head g is row ((p * block_size + j % block_size) * kv_heads + g) of pages->k/v (d_k,
+  // d_v elements of pages->dtype), p = PhysicalBlock(b, j / block_size); kv_lens holds
+  // seq_lens, kv_len their maximum; mask, weights and key_padding are null.
+  const struct KvPages* pages = nullptr;
+};
+// The cache of simdattn_sdpa_kvcache, validated: every block a sequence uses is in range.
+struct KvPages {
+  int dtype = 0;  // SIMDATTN_DTYPE_*
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t block_size = 1;
+  const int32_t* block_table = nullptr;  // [batch, max_blocks], or null (identity)
+  int64_t max_blocks = 0;
+  int64_t PhysicalBlock(int64_t b, int64_t n) const {
+    return block_table != nullptr ? block_table[b * max_blocks + n] : b * max_blocks + n;
+  }
 };
 // Acquires all its memory before writing any output (std::bad_alloc leaves them as they were).
 void Sdpa(const SdpaArgs& args);

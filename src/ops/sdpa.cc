@@ -20,6 +20,7 @@
 #include "simdattn.h"
 #include "src/cpu.h"
 #include "src/kernels/attention-inl.h"
+#include "src/kernels/cast-inl.h"
 #include "src/kernels/gemm-inl.h"
 #include "src/ops/ops.h"
 #include "src/threading.h"
@@ -252,11 +253,6 @@ void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k
   }
 }
 
-// Rows [k0, k0 + bk) of the task's K, in place.
-const float* KeyRows(const SdpaArgs& a, const SdpaTask& t, int64_t k0) {
-  return a.k + KvBase(a, t.b, a.k_s) + t.kvh * a.k_s.head + k0 * a.k_s.seq;
-}
-
 // S^T (bk x columns) = scale * K[k0 : k0 + bk] Q^T, then masked. k: those K rows, k_seq apart.
 void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
                 int64_t k0, int64_t bk, const float* k, size_t k_seq, float* s) {
@@ -277,6 +273,44 @@ const float* CopyRows(const float* src, size_t src_seq, int64_t rows, int64_t n,
   return dst;
 }
 
+// Keys [k0, k0 + bk) of the task's K (values of V when is_v) from the paged cache, widened to
+// contiguous float rows in buf, page by page through the block table; returns buf.
+const float* PagedRows(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t k0, int64_t bk,
+                       float* buf) {
+  const KvPages& c = *a.pages;
+  const int64_t d = is_v ? a.d_v : a.d_k;
+  const size_t elem = c.dtype == SIMDATTN_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
+  const char* base = static_cast<const char*>(is_v ? c.v : c.k);
+  for (int64_t j = k0; j < k0 + bk;) {
+    const int64_t r0 = j % c.block_size, rows = std::min(c.block_size - r0, k0 + bk - j);
+    const int64_t first = (c.PhysicalBlock(t.b, j / c.block_size) * c.block_size + r0) * a.kv_heads;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = first + r * a.kv_heads + t.kvh;
+      WidenRow(c.dtype, base + static_cast<size_t>(row * d) * elem, static_cast<size_t>(d),
+               buf + (j - k0 + r) * d);
+    }
+    j += rows;
+  }
+  return buf;
+}
+
+// Keys [k0, k0 + bk) of the task's K (V when is_v) and their row stride *seq: in place, copied
+// to contiguous rows in buf when `pack`, or widened from the paged cache into buf.
+const float* KvRows(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t k0, int64_t bk,
+                    bool pack, float* buf, size_t* seq) {
+  const int64_t d = is_v ? a.d_v : a.d_k;
+  if (a.pages != nullptr) {
+    *seq = static_cast<size_t>(d);
+    return PagedRows(a, t, is_v, k0, bk, buf);
+  }
+  const Strides4& st = is_v ? a.v_s : a.k_s;
+  const float* rows = (is_v ? a.v : a.k) + KvBase(a, t.b, st) + t.kvh * st.head + k0 * st.seq;
+  *seq = static_cast<size_t>(st.seq);
+  if (!pack) return rows;
+  *seq = static_cast<size_t>(d);
+  return CopyRows(rows, static_cast<size_t>(st.seq), bk, d, buf);
+}
+
 // The flash sweep: m, l per column and O^T (d_v x kBlockCols) over the task's visible keys.
 // kbuf, vbuf: block_keys x d_k and block_keys x d_v floats for copies of strided K/V blocks.
 void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, float* s, float* m,
@@ -295,7 +329,6 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   VisibleKeys(a, t, c, &lo, &hi);
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
-  const float* v = a.v + KvBase(a, t.b, a.v_s) + t.kvh * a.v_s.head;
   // The register-tile path streams kMR rows of K (and keys of V) at once: rows a whole
   // (batch, seq, heads * d) token apart (4 KiB for 16 heads of 64) share L1 sets and thrash
   // them, so strided K and V blocks are first copied to contiguous rows (1/kBlockCols of the
@@ -304,14 +337,12 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   const bool pack_v = !ByRows(c) && a.v_s.seq != a.d_v && a.d_v > 0;
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
     const int64_t bk = std::min(a.block_keys, hi - k0);
-    const float* k = KeyRows(a, t, k0);
-    size_t k_seq = static_cast<size_t>(a.k_s.seq);
-    if (pack_k) k = CopyRows(k, k_seq, bk, a.d_k, kbuf), k_seq = static_cast<size_t>(a.d_k);
+    size_t k_seq = 0, v_seq = 0;
+    const float* k = KvRows(a, t, false, k0, bk, pack_k, kbuf, &k_seq);
     ScoreBlock(a, t, c, qt, k0, bk, k, k_seq, s);
     OnlineSoftmaxStep(s, kBlockCols, bk, ncols, m, l, o, kBlockCols, a.d_v);
-    const float* vb = v + k0 * a.v_s.seq;
-    size_t v_seq = static_cast<size_t>(a.v_s.seq);
-    if (pack_v) vb = CopyRows(vb, v_seq, bk, a.d_v, vbuf), v_seq = static_cast<size_t>(a.d_v);
+    if (a.d_v == 0) continue;  // no values: nothing of V is read, no address formed
+    const float* vb = KvRows(a, t, true, k0, bk, pack_v, vbuf, &v_seq);
     if (ByRows(c)) {
       AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v);
     } else {
@@ -359,7 +390,8 @@ void WriteWeights(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float*
   const size_t ncols = PaddedCols(c);
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
     const int64_t bk = std::min(a.block_keys, hi - k0);
-    ScoreBlock(a, t, c, qt, k0, bk, KeyRows(a, t, k0), static_cast<size_t>(a.k_s.seq), s);
+    size_t k_seq = 0;  // (never paged: weights are not available with a cache)
+    ScoreBlock(a, t, c, qt, k0, bk, KvRows(a, t, false, k0, bk, false, nullptr, &k_seq), k_seq, s);
     NormalizeBlock(s, kBlockCols, bk, ncols, m, l);
     for (int64_t r = 0; r < bk; ++r) {
       for (int64_t j = 0; j < c.n; ++j) rows[j][k0 + r] = s[r * kBlockCols + j];
@@ -584,7 +616,8 @@ void Sdpa(const SdpaArgs& args) {
   const SdpaArgs a = WithCpuTuning(args);
   ReserveTaskScratch(SdpaScratch(a));  // before the first output write
   const int64_t group = a.heads / a.kv_heads;
-  if (a.kv_len <= static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)())) {
+  // (A paged cache takes the blocked path: the few-keys path reads K in place.)
+  if (a.pages == nullptr && a.kv_len <= static_cast<int64_t>(HWY_DYNAMIC_DISPATCH(LanesImpl)())) {
     // About kFewKeysChunkFmas vector FMAs per chunk: a few microseconds, so a oneTBB worker's
     // 3-5 us to join is paid once per many (batch, kv head) pairs.
     const int64_t per_pair = group * a.q_len * (a.d_k + a.d_v) + a.d_k;
