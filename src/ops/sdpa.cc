@@ -391,7 +391,8 @@ void WriteWeights(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float*
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
     const int64_t bk = std::min(a.block_keys, hi - k0);
     size_t k_seq = 0;  // (never paged: weights are not available with a cache)
-    ScoreBlock(a, t, c, qt, k0, bk, KvRows(a, t, false, k0, bk, false, nullptr, &k_seq), k_seq, s);
+    const float* k = KvRows(a, t, false, k0, bk, false, nullptr, &k_seq);
+    ScoreBlock(a, t, c, qt, k0, bk, k, k_seq, s);
     NormalizeBlock(s, kBlockCols, bk, ncols, m, l);
     for (int64_t r = 0; r < bk; ++r) {
       for (int64_t j = 0; j < c.n; ++j) rows[j][k0 + r] = s[r * kBlockCols + j];
