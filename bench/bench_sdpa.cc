@@ -231,38 +231,6 @@ void RunSdpa(benchmark::State& state, const SdpaImpl& impl, SdpaContext& ctx) {
   }
 }
 
-// ---------------------------------------------------------------- membw/read
-
-// Larger than any cache (so DRAM bandwidth is measured) and as large as decode's K and V.
-constexpr int64_t kReadBytes = int64_t{256} << 20;
-// Independent partial sums: enough to keep the loads, not the add latency, the limit.
-constexpr int kReadAccumulators = 16;
-
-// Sums [begin, end) of x with kReadAccumulators independent chains.
-float SumFloats(const float* x, int64_t begin, int64_t end) {
-  float acc[kReadAccumulators] = {};
-  int64_t i = begin;
-  for (; i + kReadAccumulators <= end; i += kReadAccumulators) {
-    for (int j = 0; j < kReadAccumulators; ++j) acc[j] += x[i + j];
-  }
-  for (; i < end; ++i) acc[0] += x[i];
-  float sum = 0.0f;
-  for (float a : acc) sum += a;
-  return sum;
-}
-
-void ReadBandwidth(benchmark::State& state, Lazy<Buffer>& lazy, BaselinePool& pool) {
-  const float* x = lazy.Get().get();
-  const int64_t n = kReadBytes / static_cast<int64_t>(sizeof(float));
-  std::vector<float> sums(pool.threads());
-  for (auto _ : state) {
-    pool.ForEachThread(n, [&](int t, int64_t i0, int64_t i1) { sums[t] = SumFloats(x, i0, i1); });
-    benchmark::DoNotOptimize(sums.data());
-    benchmark::ClobberMemory();
-  }
-  SetBytesAndItems(state, kReadBytes, n);
-}
-
 void RegisterAll(int threads) {
   SetUpNaiveOpenBlas(threads);
   auto pool = std::make_shared<BaselinePool>(threads);
@@ -282,11 +250,7 @@ void RegisterAll(int threads) {
                [&impl, ctx, pool](benchmark::State& st) { RunSdpa(st, impl, *ctx); });
     }
   }
-  auto buffer = std::make_shared<Lazy<Buffer>>([] {
-    return ZeroBuffer(static_cast<size_t>(kReadBytes / sizeof(float)));
-  });
-  Register(BenchName("membw", "read", std::to_string(kReadBytes)),
-               [buffer, pool](benchmark::State& st) { ReadBandwidth(st, *buffer, *pool); });
+  RegisterReadBandwidth(pool);
 }
 
 }  // namespace

@@ -289,6 +289,50 @@ inline void Register(const std::string& name, F&& fn) {
       ->Unit(benchmark::kMicrosecond);
 }
 
+// ---------------------------------------------------------------- membw/read
+// The time to read a buffer once: the bound memory-bound benchmarks (decode) are measured
+// against, in the same run.
+
+// Larger than any cache (so DRAM bandwidth is measured) and as large as decode's K and V.
+constexpr int64_t kReadBytes = int64_t{256} << 20;
+// Independent partial sums: enough to keep the loads, not the add latency, the limit.
+constexpr int kReadAccumulators = 16;
+
+// Sums [begin, end) of x with kReadAccumulators independent chains.
+inline float SumFloats(const float* x, int64_t begin, int64_t end) {
+  float acc[kReadAccumulators] = {};
+  int64_t i = begin;
+  for (; i + kReadAccumulators <= end; i += kReadAccumulators) {
+    for (int j = 0; j < kReadAccumulators; ++j) acc[j] += x[i + j];
+  }
+  for (; i < end; ++i) acc[0] += x[i];
+  float sum = 0.0f;
+  for (float a : acc) sum += a;
+  return sum;
+}
+
+inline void ReadBandwidth(benchmark::State& state, Lazy<Buffer>& lazy, BaselinePool& pool) {
+  const float* x = lazy.Get().get();
+  const int64_t n = kReadBytes / static_cast<int64_t>(sizeof(float));
+  std::vector<float> sums(pool.threads());
+  for (auto _ : state) {
+    pool.ForEachThread(n, [&](int t, int64_t i0, int64_t i1) { sums[t] = SumFloats(x, i0, i1); });
+    benchmark::DoNotOptimize(sums.data());
+    benchmark::ClobberMemory();
+  }
+  SetBytesAndItems(state, kReadBytes, n);
+}
+
+// Registers membw/read/<kReadBytes> on the pool's threads.
+inline void RegisterReadBandwidth(std::shared_ptr<BaselinePool> pool) {
+  auto buffer = std::make_shared<Lazy<Buffer>>([] {
+    return ZeroBuffer(static_cast<size_t>(kReadBytes / sizeof(float)));
+  });
+  Register(BenchName("membw", "read", std::to_string(kReadBytes)),
+           [buffer, pool](benchmark::State& st) { ReadBandwidth(st, *buffer, *pool); });
+}
+
+
 inline int BenchMain(int argc, char** argv, const std::function<void(int)>& register_all) {
   std::vector<char*> args = {argv[0], const_cast<char*>(kDefaultMinTimeFlag),
                              const_cast<char*>(kDefaultWarmUpFlag)};
