@@ -947,7 +947,7 @@ void CastChecks(Validator& v, int64_t n, const void* src, int32_t src_dtype, con
   } dtypes[] = {{src_dtype, "src_dtype"}, {dst_dtype, "dst_dtype"}};
   for (const auto& d : dtypes) {
     v.Require(DtypeSize(d.dtype) != 0, SIMDATTN_ERR_BAD_ARGUMENT,
-              "%s must be SIMDATTN_DTYPE_F32 (0), _BF16 (1) or _F16 (2) (got %d)", d.name,
+              "%s must be SIMDATTN_DTYPE_F32, _BF16 or _F16 (got %d)", d.name,
               static_cast<int>(d.dtype));
   }
   int64_t src_bytes = 0, dst_bytes = 0;
