@@ -5,9 +5,10 @@ where `meson install` put this module, the installed library at the same place r
 (so also under a `meson install --destdir` staging root); build/src/libsimdattn.so of the checkout
 this file lives in; then the system loader.
 
-Every function computes in float32 (the library's only type). Inputs may be float32 or float64;
-the result has the inputs' common dtype (float32 in -> float32 out, float64 in -> float64 out,
-computed in float32 either way). Arrays are passed by strides where the library can express them
+Every function computes in float32 (the library's only compute type). Inputs may be float32 or
+float64; the result has the inputs' common dtype (float32 in -> float32 out, float64 in -> float64
+out, computed in float32 either way). `cast` is the exception: it converts between float32,
+bfloat16 and float16, the 16-bit types as uint16 arrays of their bits. Arrays are passed by strides where the library can express them
 (last dimension contiguous, non-negative strides, broadcast leading dimensions as stride 0) and
 copied otherwise.
 
