@@ -81,9 +81,9 @@ HWY_INLINE void WidenRow(int dtype, const void* HWY_RESTRICT src, size_t n, floa
   }
 }
 
-// The bf16 or f16 bit patterns (in u32 lanes) of Lanes(d) floats, rounded to nearest even.
-// bf16: round-to-nearest-even on the low 16 bits (no NaN gets there: a NaN keeps its sign and
-// high payload and gets the quiet bit, so it never rounds into inf).
+// bf16 bit patterns (in u32 lanes) of a vector of floats: the high half, rounded to nearest even
+// on the low 16 bits. A NaN skips the rounding (it could carry into inf): it keeps its sign and
+// high payload and gets the quiet bit.
 HWY_INLINE hn::Vec<DU32> NarrowBf16Bits(VF v) {
   const DU32 du;
   const hn::RebindToSigned<DF> di;
