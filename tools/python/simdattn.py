@@ -5,9 +5,10 @@ where `meson install` put this module, the installed library at the same place r
 (so also under a `meson install --destdir` staging root); build/src/libsimdattn.so of the checkout
 this file lives in; then the system loader.
 
-Every function computes in float32 (the library's only type). Inputs may be float32 or float64;
-the result has the inputs' common dtype (float32 in -> float32 out, float64 in -> float64 out,
-computed in float32 either way). Arrays are passed by strides where the library can express them
+Every function computes in float32 (the library's only compute type). Inputs may be float32 or
+float64; the result has the inputs' common dtype (float32 in -> float32 out, float64 in -> float64
+out, computed in float32 either way). `cast` is the exception: it converts between float32,
+bfloat16 and float16, the 16-bit types as uint16 arrays of their bits. Arrays are passed by strides where the library can express them
 (last dimension contiguous, non-negative strides, broadcast leading dimensions as stride 0) and
 copied otherwise.
 
@@ -25,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "Error", "ShapeError", "scaled_dot_product_attention", "softmax", "matmul",
-    "MultiheadSelfAttention", "attention_merge", "set_num_threads", "get_num_threads", "version", "simd_target",
+    "MultiheadSelfAttention", "attention_merge", "cast", "set_num_threads", "get_num_threads", "version", "simd_target",
     "status_name",
 ]
 
@@ -138,6 +139,8 @@ _attention_merge = _declare(
     "simdattn_attention_merge", _status, _i64, _i64, _i64, ctypes.POINTER(_fptr), _i64,
     ctypes.POINTER(_fptr), _fptr, _i64, _fptr)
 _mha_options_init = _declare("simdattn_mha_options_init", None, ctypes.POINTER(_MhaOptions))
+_cast = _declare("simdattn_cast", _status, _i64, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
+                 ctypes.c_int32)
 _mhsa = _declare("simdattn_mhsa", _status, _fptr, _fptr, _i64, _i64, _i64, _i64,
                  ctypes.POINTER(_MhaWeights), ctypes.POINTER(_MhaOptions))
 
@@ -309,6 +312,37 @@ def attention_merge(outs, lses):
     _check(_attention_merge(len(o32), rows, d_v, out_ptrs, ld, lse_ptrs, _ptr(out), ld, _ptr(lse)))
     return out.reshape(shape).astype(dtype, copy=False), lse.reshape(shape[:-1]).astype(dtype,
                                                                                         copy=False)
+
+# ---------------------------------------------------------------------------- casts
+
+# SIMDATTN_DTYPE_* by name. bfloat16 and float16 values travel as uint16 arrays of their bits.
+_DTYPES = {"float32": 0, "bfloat16": 1, "float16": 2}
+
+
+def cast(x, dtype, src_dtype=None):
+    """x converted to `dtype` ('float32', 'bfloat16' or 'float16') by simdattn_cast: to float32
+    exactly, to the 16-bit types rounded once to nearest even (overflow -> +-inf; subnormals
+    kept). Returns float32 for 'float32', else uint16 holding the bits (float16 bits view as
+    np.float16 with .view). x is float32, float16, or uint16 bits of src_dtype ('bfloat16' or
+    'float16', required for uint16); the result has x's shape and is a new array."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"cast: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    x = np.asarray(x)
+    kinds = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+    if x.dtype == np.uint16:
+        if src_dtype not in ("bfloat16", "float16"):
+            raise ValueError("cast: a uint16 x holds bfloat16 or float16 bits: pass "
+                             f"src_dtype='bfloat16' or 'float16' (got {src_dtype!r})")
+    elif x.dtype in kinds:
+        if src_dtype not in (None, kinds[x.dtype]):
+            raise ValueError(f"cast: x is {x.dtype} but src_dtype is {src_dtype!r}")
+        src_dtype = kinds[x.dtype]
+    else:
+        raise TypeError(f"cast: x must be float32, float16 or uint16 (16-bit bits), got {x.dtype}")
+    src = np.ascontiguousarray(x).view(np.float32 if src_dtype == "float32" else np.uint16)
+    out = np.empty(x.shape, np.float32 if dtype == "float32" else np.uint16)
+    _check(_cast(src.size, src.ctypes.data, _DTYPES[src_dtype], out.ctypes.data, _DTYPES[dtype]))
+    return out
 
 # ---------------------------------------------------------------------------- softmax, matmul
 
