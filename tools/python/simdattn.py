@@ -453,15 +453,15 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     lse = np.full(lead + (lq,), -np.inf, np.float32)
     if lse.size and (out.size or return_lse):
         _sdpa_call([_rows_contiguous(t) for t in operands], lead, out, lse if return_lse else None,
-                   scale, _CAUSAL[causal_alignment] if is_causal else 0, variants)
+                   _CAUSAL[causal_alignment] if is_causal else 0, variants)
     out = out.astype(dtype, copy=False)
     return (out, lse.astype(dtype, copy=False)) if return_lse else out
 
 
 class _SdpaVariants:
-    """The 0.2 options of one call: window (None or (left, right)), softcap, and the per-head
-    arrays {name: lead + (1, 1) float32 view} (alibi_slopes, sinks); checks causal_alignment
-    and scale on the way, as every attention entry point takes them."""
+    """The scale and 0.2 options of one call: window (None or (left, right)), softcap, and the
+    per-head arrays {name: lead + (1, 1) float32 view} (alibi_slopes, sinks); checks
+    causal_alignment and scale on the way, as every attention entry point takes them."""
 
     def __init__(self, window, softcap, causal_alignment="top_left", scale=None):
         if causal_alignment not in _CAUSAL:
@@ -476,15 +476,28 @@ class _SdpaVariants:
                 raise Error(ERR_BAD_ARGUMENT, f"window sides must fit int64, got {window!r}")
         self.window = None if window is None else (int(window[0]), int(window[1]))
         self.softcap = float(softcap)
+        self.scale = scale
         self.per_head = {}
 
-    def set_options(self, opts, heads_views):
+    def flat_per_head(self, heads, alibi_slopes, sinks):
+        """For the entry points that take one [heads] array per option (varlen, KV cache):
+        alibi_slopes and sinks broadcast to (heads,) and contiguous, as {name: array}."""
+        per_head = _per_head_views((heads,), alibi_slopes=alibi_slopes, sinks=sinks)
+        return {n: np.ascontiguousarray(a.reshape(heads)) for n, a in per_head.items()}
+
+    def options(self, causal, heads_views):
+        """A default _SdpaOptions with the scale, causal (SIMDATTN_CAUSAL_*), the window, the
+        softcap and the per-head arrays {name: contiguous [heads] view} set."""
+        opts = _init_options(_SdpaOptions, _sdpa_options_init)
+        opts.scale = 0.0 if self.scale is None else float(self.scale)
+        opts.causal = causal
         if self.window is not None:
             opts.window = 1
             opts.window_left, opts.window_right = self.window
         opts.softcap = self.softcap
         for name, view in heads_views.items():
             setattr(opts, name, _ptr(view))
+        return opts
 
 
 def _per_head_views(lead, **arrays):
@@ -530,8 +543,8 @@ def _tensor_strides(view, lead_strides):
     return _Strides(lead_strides[0], lead_strides[1], seq)
 
 
-def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
-    names = list(variants.per_head) if variants is not None else []
+def _sdpa_call(operands, lead, out, lse, causal, variants):
+    names = list(variants.per_head)
     (batch, heads), views, strides = _sdpa_views(
         operands, lead, [variants.per_head[n] for n in names])
     heads_views = dict(zip(names, views[len(operands):]))
@@ -542,9 +555,7 @@ def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
             views[i] = np.ascontiguousarray(views[i])
             tensors[i] = _Strides(0, 0, 0)
     lq, dv = out.shape[-2:]
-    opts = _init_options(_SdpaOptions, _sdpa_options_init)
-    opts.scale = 0.0 if scale is None else float(scale)
-    opts.causal = causal
+    opts = variants.options(causal, heads_views)
     opts.q_strides, opts.k_strides, opts.v_strides = tensors[:3]
     opts.out_strides = _Strides(heads * lq * dv, lq * dv, dv)
     if len(views) == 4:
@@ -553,8 +564,6 @@ def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
         opts.mask_strides = _Strides(strides[3][0], strides[3][1],
                                      _elem_strides(views[3])[-2] if mask_rows > 1 else 0)
     opts.lse = _ptr(lse)
-    if variants is not None:
-        variants.set_options(opts, heads_views)
     q, k, v = views[:3]
     _check(_sdpa(_ptr(q), _ptr(k), _ptr(v), _ptr(out), batch, heads, lq, k.shape[-2],
                  q.shape[-1], v.shape[-1], ctypes.byref(opts)))
@@ -605,18 +614,14 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_kv, scale=None, is_causal
         raise ShapeError(f"cu_seqlens_q[-1] = {cu_q[-1]} and cu_seqlens_kv[-1] = {cu_kv[-1]} must "
                          f"be the token counts of q ({q.shape[0]}) and k ({k.shape[0]})")
     variants = _SdpaVariants(window, softcap, causal_alignment, scale)
-    per_head = _per_head_views((heads,), alibi_slopes=alibi_slopes, sinks=sinks)
-    heads_views = {n: np.ascontiguousarray(a.reshape(heads)) for n, a in per_head.items()}
+    heads_views = variants.flat_per_head(heads, alibi_slopes, sinks)
     out = np.zeros((q.shape[0], heads, dv), np.float32)
     lse = np.full((q.shape[0], heads), -np.inf, np.float32)
-    opts = _init_options(_SdpaOptions, _sdpa_options_init)
-    opts.scale = 0.0 if scale is None else float(scale)
-    opts.causal = _CAUSAL[causal_alignment] if is_causal else 0
+    opts = variants.options(_CAUSAL[causal_alignment] if is_causal else 0, heads_views)
     opts.kv_heads = kv_heads
     opts.q_strides, opts.k_strides, opts.v_strides = qs, ks, vs
     opts.out_strides = _Strides(0, dv, heads * dv) if dv else _Strides(0, 0, 0)
     opts.lse = _ptr(lse) if return_lse else None
-    variants.set_options(opts, heads_views)
     i64p = ctypes.POINTER(_i64)
     _check(_sdpa_varlen(_ptr(q), _ptr(k), _ptr(v), _ptr(out), cu_q.size - 1, heads,
                         cu_q.ctypes.data_as(i64p), cu_kv.ctypes.data_as(i64p), dk, dv,
