@@ -25,8 +25,8 @@ import numpy as np
 
 __all__ = [
     "Error", "ShapeError", "scaled_dot_product_attention", "softmax", "matmul",
-    "MultiheadSelfAttention", "attention_merge", "set_num_threads", "get_num_threads", "version", "simd_target",
-    "status_name",
+    "MultiheadSelfAttention", "attention_merge", "KVCache", "CacheFullError", "set_num_threads",
+    "get_num_threads", "version", "simd_target", "status_name",
 ]
 
 # simdattn_status values (include/simdattn.h).
@@ -97,6 +97,15 @@ class _SdpaOptions(ctypes.Structure):
     ]
 
 
+class _KvCache(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int32), ("k", ctypes.c_void_p),
+        ("v", ctypes.c_void_p), ("num_blocks", _i64), ("block_size", _i64), ("kv_heads", _i64),
+        ("block_table", ctypes.POINTER(ctypes.c_int32)), ("max_blocks_per_seq", _i64),
+        ("seq_lens", ctypes.POINTER(_i64)),
+    ]
+
+
 class _MhaWeights(ctypes.Structure):
     _fields_ = [("in_proj_weight", _fptr), ("in_proj_bias", _fptr),
                 ("out_proj_weight", _fptr), ("out_proj_bias", _fptr)]
@@ -137,6 +146,9 @@ _sdpa_varlen = _declare("simdattn_sdpa_varlen", _status, _fptr, _fptr, _fptr, _f
 _attention_merge = _declare(
     "simdattn_attention_merge", _status, _i64, _i64, _i64, ctypes.POINTER(_fptr), _i64,
     ctypes.POINTER(_fptr), _fptr, _i64, _fptr)
+_kv_cache_init = _declare("simdattn_kv_cache_init", None, ctypes.POINTER(_KvCache))
+_sdpa_kvcache = _declare("simdattn_sdpa_kvcache", _status, _fptr, ctypes.POINTER(_KvCache), _fptr,
+                         _i64, _i64, _i64, _i64, _i64, ctypes.POINTER(_SdpaOptions))
 _mha_options_init = _declare("simdattn_mha_options_init", None, ctypes.POINTER(_MhaOptions))
 _mhsa = _declare("simdattn_mhsa", _status, _fptr, _fptr, _i64, _i64, _i64, _i64,
                  ctypes.POINTER(_MhaWeights), ctypes.POINTER(_MhaOptions))
@@ -154,6 +166,7 @@ def _init_options(cls, init):
 
 _init_options(_SdpaOptions, _sdpa_options_init)
 _init_options(_MhaOptions, _mha_options_init)
+_init_options(_KvCache, _kv_cache_init)
 
 # ---------------------------------------------------------------------------- errors
 
@@ -628,6 +641,174 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_kv, scale=None, is_causal
                         ctypes.byref(opts)))
     out = out.astype(dtype, copy=False)
     return (out, lse.astype(dtype, copy=False)) if return_lse else out
+
+
+# ---------------------------------------------------------------------------- KV cache
+
+# SIMDATTN_DTYPE_* of each cache dtype name, and the NumPy type its elements are stored as
+# (16-bit types as their bit patterns).
+_KV_DTYPES = {"float32": (0, np.float32), "bfloat16": (1, np.uint16), "float16": (2, np.uint16)}
+
+
+def _narrow(a, dtype):
+    """float32 -> the cache dtype's storage, rounded once to nearest even (TEMPORARY: NumPy's
+    conversion until simdattn_cast's binding lands from branch cast)."""
+    if dtype == "float32":
+        return a.copy()
+    if dtype == "float16":
+        return a.astype(np.float16).view(np.uint16)
+    bits = a.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(a), ((bits >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+class CacheFullError(Error):
+    """KVCache.append needs more blocks than are free (status SIMDATTN_ERR_OUT_OF_MEMORY: the
+    cache is the memory that ran out). Nothing was appended."""
+
+    def __init__(self, message):
+        super().__init__(ERR_OUT_OF_MEMORY, message)
+
+
+class KVCache:
+    """A paged KV cache (vLLM's PagedAttention layout) for simdattn_sdpa_kvcache, with its blocks
+    managed here: a free-block list and, per sequence (any hashable id), its block list and
+    length.
+
+    k: [num_blocks, block_size, kv_heads, d_k] and v: [num_blocks, block_size, kv_heads, d_v]
+    NumPy arrays of the cache's dtype ('float32', 'bfloat16' or 'float16'; the 16-bit types
+    stored as uint16 bit patterns), zero-initialised. Key j of a sequence lies in row
+    j % block_size of its block j // block_size. Blocks are taken from the free list in
+    increasing index order at first and returned to it by free(); which physical block a
+    sequence gets is not part of the contract (blocks(seq) says).
+    Errors: dtype unknown -> Error (SIMDATTN_ERR_BAD_ARGUMENT); num_blocks < 0, block_size < 1,
+    kv_heads < 1, d_k < 1, d_v < 0, num_blocks above 2^31 (the block table is int32) ->
+    ShapeError."""
+
+    def __init__(self, num_blocks, block_size, kv_heads, d_k, d_v, dtype="bfloat16"):
+        if dtype not in _KV_DTYPES:
+            raise Error(ERR_BAD_ARGUMENT, f"KVCache: dtype must be one of {sorted(_KV_DTYPES)}, "
+                        f"got {dtype!r}")
+        sizes = dict(num_blocks=num_blocks, block_size=block_size, kv_heads=kv_heads, d_k=d_k,
+                     d_v=d_v)
+        minimum = dict(num_blocks=0, block_size=1, kv_heads=1, d_k=1, d_v=0)
+        for name, n in sizes.items():
+            if not isinstance(n, (int, np.integer)) or n < minimum[name]:
+                raise ShapeError(f"KVCache: {name} must be an integer >= {minimum[name]}, "
+                                 f"got {n!r}")
+        if num_blocks > 2**31:
+            raise ShapeError(f"KVCache: num_blocks {num_blocks} does not fit the int32 block "
+                             "table")
+        self.dtype = dtype
+        self.num_blocks, self.block_size, self.kv_heads, self.d_k, self.d_v = (
+            int(n) for n in sizes.values())
+        storage = _KV_DTYPES[dtype][1]
+        self.k = np.zeros((self.num_blocks, self.block_size, self.kv_heads, self.d_k), storage)
+        self.v = np.zeros((self.num_blocks, self.block_size, self.kv_heads, self.d_v), storage)
+        self._free = list(range(self.num_blocks - 1, -1, -1))  # a stack: pop() takes the lowest
+        self._blocks = {}  # sequence id -> [physical block]
+        self._lens = {}    # sequence id -> tokens
+
+    @property
+    def num_free_blocks(self):
+        return len(self._free)
+
+    def seq_len(self, seq):
+        """Tokens appended to sequence seq; KeyError if it is unknown (never appended, or
+        freed)."""
+        return self._lens[self._known(seq)]
+
+    def blocks(self, seq):
+        """The physical blocks of sequence seq, in order (a copy); KeyError if unknown."""
+        return list(self._blocks[self._known(seq)])
+
+    def _known(self, seq):
+        if seq not in self._lens:
+            raise KeyError(f"KVCache: unknown sequence {seq!r}")
+        return seq
+
+    def append(self, seq, k, v):
+        """Appends tokens to sequence seq (created by its first append, also of 0 tokens):
+        k float32 [tokens, kv_heads, d_k], v float32 [tokens, kv_heads, d_v], converted to the
+        cache's dtype (rounded once to nearest even, overflow to +-inf, NaN kept) into the
+        rows after the sequence's last, taking blocks from the free list as needed.
+        Errors (nothing appended, no block taken): k or v not float32 -> TypeError; shapes ->
+        ShapeError; fewer free blocks than needed -> CacheFullError."""
+        k, v = np.asarray(k), np.asarray(v)
+        for name, a, d in (("k", k, self.d_k), ("v", v, self.d_v)):
+            if a.dtype != np.float32:
+                raise TypeError(f"KVCache.append: {name} must be float32, got {a.dtype}")
+            if a.ndim != 3 or a.shape[1:] != (self.kv_heads, d) or a.shape[0] != k.shape[0]:
+                raise ShapeError(f"KVCache.append: k must be [tokens, {self.kv_heads}, "
+                                 f"{self.d_k}] and v [tokens, {self.kv_heads}, {self.d_v}], got "
+                                 f"k {k.shape}, v {v.shape}")
+        tokens, start = k.shape[0], self._lens.get(seq, 0)
+        blocks = self._blocks.get(seq, [])
+        need = max(0, -(-(start + tokens) // self.block_size) - len(blocks))
+        if need > len(self._free):
+            raise CacheFullError(f"KVCache.append: sequence {seq!r} needs {need} more blocks "
+                                 f"for {tokens} tokens, {len(self._free)} of {self.num_blocks} "
+                                 "are free")
+        blocks = blocks + [self._free.pop() for _ in range(need)]
+        self._blocks[seq], self._lens[seq] = blocks, start + tokens
+        pos = np.arange(start, start + tokens)
+        phys, rows = np.asarray(blocks, np.int64)[pos // self.block_size], pos % self.block_size
+        self.k[phys, rows] = _narrow(np.ascontiguousarray(k), self.dtype)
+        self.v[phys, rows] = _narrow(np.ascontiguousarray(v), self.dtype)
+
+    def free(self, seq):
+        """Forgets sequence seq and returns its blocks to the free list (the next appends reuse
+        them first); KeyError if it is unknown."""
+        self._free.extend(reversed(self._blocks.pop(self._known(seq))))
+        del self._lens[seq]
+
+    def attention(self, q, seq_ids, causal=True, scale=None, window=None, softcap=0.0,
+                  alibi_slopes=None, sinks=None, return_lse=False):
+        """Attention of q over the cached keys and values of the sequences seq_ids, through
+        simdattn_sdpa_kvcache (the block table [batch, max blocks] and seq_lens are built here):
+        q float32 or float64 [batch, heads, q_len, d_k] with batch = len(seq_ids) (an id may
+        repeat), heads a multiple of kv_heads (query head h reads kv head
+        h // (heads // kv_heads)). The q_len queries are the last q_len positions of each
+        sequence: causal True or 'bottom_right' lets query i see keys j <= i + seq_len - q_len,
+        'top_left' keys j <= i, False or None every key. scale, window, softcap, alibi_slopes
+        and sinks as in scaled_dot_product_attention (d_i as for 'bottom_right' unless causal is
+        'top_left'). Q and every sum stay float32 over the exactly widened cache values.
+        Returns out [batch, heads, q_len, d_v] in q's dtype, or (out, lse) with lse
+        [batch, heads, q_len] (-inf for a query that sees no key and no sink).
+        Errors: an unknown sequence -> KeyError; shapes -> ShapeError; option values -> Error
+        (SIMDATTN_ERR_BAD_ARGUMENT), as in scaled_dot_product_attention."""
+        dtype = _result_dtype(q)
+        q = np.ascontiguousarray(_as_f32(q, "q"))
+        seq_ids = [self._known(s) for s in seq_ids]
+        if q.ndim != 4 or q.shape[0] != len(seq_ids) or q.shape[3] != self.d_k:
+            raise ShapeError(f"KVCache.attention: q must be [{len(seq_ids)} (one per sequence), "
+                             f"heads, q_len, {self.d_k}], got {q.shape}")
+        if causal in (False, None, True):
+            causal = "bottom_right" if causal else None
+        variants = _SdpaVariants(window, softcap, causal or "bottom_right", scale)
+        batch, heads, q_len, _ = q.shape
+        lens = np.array([self._lens[s] for s in seq_ids], np.int64)
+        table = np.full((batch, max((len(self._blocks[s]) for s in seq_ids), default=0)), -1,
+                        np.int32)  # -1 past a sequence's blocks: never read
+        for b, s in enumerate(seq_ids):
+            table[b, :len(self._blocks[s])] = self._blocks[s]
+        heads_views = variants.flat_per_head(heads, alibi_slopes, sinks)
+        out = np.zeros((batch, heads, q_len, self.d_v), np.float32)
+        lse = np.full((batch, heads, q_len), -np.inf, np.float32)
+        opts = variants.options(_CAUSAL[causal] if causal else 0, heads_views)
+        opts.lse = _ptr(lse) if return_lse else None
+        cache = _init_options(_KvCache, _kv_cache_init)
+        cache.dtype = _KV_DTYPES[self.dtype][0]
+        cache.k, cache.v = self.k.ctypes.data, self.v.ctypes.data
+        cache.num_blocks, cache.block_size, cache.kv_heads = (
+            self.num_blocks, self.block_size, self.kv_heads)
+        cache.block_table = table.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        cache.max_blocks_per_seq = table.shape[1]
+        cache.seq_lens = lens.ctypes.data_as(ctypes.POINTER(_i64))
+        _check(_sdpa_kvcache(_ptr(q), ctypes.byref(cache), _ptr(out), batch, heads, q_len,
+                             self.d_k, self.d_v, ctypes.byref(opts)))
+        out = out.astype(dtype, copy=False)
+        return (out, lse.astype(dtype, copy=False)) if return_lse else out
 
 
 class MultiheadSelfAttention:
