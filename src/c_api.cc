@@ -1091,3 +1091,61 @@ simdattn_status simdattn_attention_merge(int64_t n, int64_t rows, int64_t d_v,
 }
 
 }  // extern "C"
+
+namespace {
+
+// Bytes of one element of SIMDATTN_DTYPE_* `dtype`, 0 for an unknown one.
+int64_t DtypeSize(int32_t dtype) {
+  switch (dtype) {
+    case SIMDATTN_DTYPE_F32: return 4;
+    case SIMDATTN_DTYPE_BF16:
+    case SIMDATTN_DTYPE_F16: return 2;
+  }
+  return 0;
+}
+
+// simdattn_cast's checks, in the header's order (the first failure is reported).
+void CastChecks(Validator& v, int64_t n, const void* src, int32_t src_dtype, const void* dst,
+                int32_t dst_dtype) {
+  v.NonNegative(n, "n");
+  const struct {
+    int32_t dtype;
+    const char* name;
+  } dtypes[] = {{src_dtype, "src_dtype"}, {dst_dtype, "dst_dtype"}};
+  for (const auto& d : dtypes) {
+    v.Require(DtypeSize(d.dtype) != 0, SIMDATTN_ERR_BAD_ARGUMENT,
+              "%s must be SIMDATTN_DTYPE_F32 (0), _BF16 (1) or _F16 (2) (got %d)", d.name,
+              static_cast<int>(d.dtype));
+  }
+  int64_t src_bytes = 0, dst_bytes = 0;
+  const bool overflow = __builtin_mul_overflow(n, DtypeSize(src_dtype), &src_bytes) ||
+                        __builtin_mul_overflow(n, DtypeSize(dst_dtype), &dst_bytes);
+  v.Require(!overflow, SIMDATTN_ERR_BAD_SHAPE,
+            "n = %lld elements of %lld and %lld bytes: the byte size overflows int64",
+            static_cast<long long>(n), static_cast<long long>(DtypeSize(src_dtype)),
+            static_cast<long long>(DtypeSize(dst_dtype)));
+  if (!v.ok() || n == 0) return;
+  v.NotNull(src, n, "src").NotNull(dst, n, "dst");
+  const auto s = reinterpret_cast<uintptr_t>(src), d = reinterpret_cast<uintptr_t>(dst);
+  v.Require(!(s < d + static_cast<uintptr_t>(dst_bytes) && d < s + static_cast<uintptr_t>(src_bytes)),
+            SIMDATTN_ERR_BAD_ARGUMENT,
+            "dst (%lld bytes) overlaps src (%lld bytes): the byte ranges must be disjoint, "
+            "in place included",
+            static_cast<long long>(dst_bytes), static_cast<long long>(src_bytes));
+}
+
+}  // namespace
+
+extern "C" {
+
+simdattn_status simdattn_cast(int64_t n, const void* src, int32_t src_dtype, void* dst,
+                              int32_t dst_dtype) {
+  Validator v("simdattn_cast");
+  CastChecks(v, n, src, src_dtype, dst, dst_dtype);
+  if (!v.ok() || n == 0) return v.ok() ? simdattn::Ok() : v.status();
+  simdattn::CastArgs a;
+  a.n = n, a.src = src, a.src_dtype = src_dtype, a.dst = dst, a.dst_dtype = dst_dtype;
+  return simdattn::Run("simdattn_cast", [&] { simdattn::Cast(a); });
+}
+
+}  // extern "C"

@@ -28,7 +28,9 @@ struct Storage {
   static constexpr int64_t kC = kOutputs, kY = kC + 24, kOut = kY + 15, kLse = kOut + 240;
   static constexpr int64_t kWeights = kLse + 40, kMy = kWeights + 280, kAttn = kMy + 48;
   // Merged out [3, 4] and lse [3].
-  static constexpr int64_t kMout = kAttn + 18, kMlse = kMout + 12, kEnd = kMlse + 3;
+  static constexpr int64_t kMout = kAttn + 18, kMlse = kMout + 12;
+  // cast: 6 floats in (the sentinel: any pattern converts), 6 floats out (room for 6 f32).
+  static constexpr int64_t kCastIn = kMlse + 3, kCastOut = kCastIn + 6, kEnd = kCastOut + 6;
 
   std::vector<float> f = RandomFloats(kEnd, 99);
   uint8_t kpm[6] = {0, 0, 1, 0, 0, 0};
@@ -174,6 +176,16 @@ struct KvCache {
   }
 };
 
+struct Cast {  // 5 floats to bf16
+  int64_t n = 5;
+  const void* src;
+  int32_t src_dtype = SIMDATTN_DTYPE_F32;
+  void* dst;
+  int32_t dst_dtype = SIMDATTN_DTYPE_BF16;
+  explicit Cast(Storage& s) : src(s.at(Storage::kCastIn)), dst(s.at(Storage::kCastOut)) {}
+  simdattn_status Run() const { return simdattn_cast(n, src, src_dtype, dst, dst_dtype); }
+};
+
 struct BadInput {
   const char* function;
   const char* argument;
@@ -191,6 +203,7 @@ struct BadInput {
 #define VARLEN(...) [](Storage& s) { Varlen c(s); __VA_ARGS__; return c.Run(); }
 #define MERGE(...) [](Storage& s) { Merge c(s); __VA_ARGS__; return c.Run(); }
 #define KVCACHE(...) [](Storage& s) { KvCache c(s); __VA_ARGS__; return c.Run(); }
+#define CAST(...) [](Storage& s) { Cast c(s); __VA_ARGS__; return c.Run(); }
 constexpr simdattn_status kShape = SIMDATTN_ERR_BAD_SHAPE, kArg = SIMDATTN_ERR_BAD_ARGUMENT;
 constexpr simdattn_status kNull = SIMDATTN_ERR_NULL_POINTER;
 
@@ -582,6 +595,43 @@ const BadInput kBadInputs[] = {
      kArg, "out strides"},
     {"sdpa_kvcache", "options->sinks[1]", "nan", KVCACHE(s.sinks[1] = kNaN; c.o.sinks = s.sinks),
      kArg, "options->sinks[1] = nan"},
+    // ---- simdattn_cast
+    {"cast", "n", "-1", CAST(c.n = -1), kShape, "n must be >= 0 (got -1)"},
+    {"cast", "n", "INT64_MIN", CAST(c.n = INT64_MIN), kShape,
+     "n must be >= 0 (got -9223372036854775808)"},
+    {"cast", "n", "2^62 (f32 bytes overflow)", CAST(c.n = k62), kShape,
+     "n = 4611686018427387904 elements of 4 and 2 bytes: the byte size overflows int64"},
+    {"cast", "n", "2^62 (bf16 -> f32: dst bytes overflow)",
+     CAST(c.n = k62; c.src_dtype = SIMDATTN_DTYPE_BF16; c.dst_dtype = SIMDATTN_DTYPE_F32), kShape,
+     "n = 4611686018427387904 elements of 2 and 4 bytes: the byte size overflows int64"},
+    {"cast", "n", "INT64_MAX (bf16 -> f16)",
+     CAST(c.n = INT64_MAX; c.src_dtype = SIMDATTN_DTYPE_BF16; c.dst_dtype = SIMDATTN_DTYPE_F16),
+     kShape, "the byte size overflows int64"},
+    {"cast", "src_dtype", "3", CAST(c.src_dtype = 3), kArg,
+     "src_dtype must be SIMDATTN_DTYPE_F32 (0), _BF16 (1) or _F16 (2) (got 3)"},
+    {"cast", "src_dtype", "-1", CAST(c.src_dtype = -1), kArg, "src_dtype must be"},
+    {"cast", "dst_dtype", "INT32_MIN", CAST(c.dst_dtype = INT32_MIN), kArg,
+     "dst_dtype must be SIMDATTN_DTYPE_F32 (0), _BF16 (1) or _F16 (2) (got -2147483648)"},
+    {"cast", "dst_dtype", "7 (n = 0, NULL buffers)",
+     CAST(c.n = 0; c.src = nullptr; c.dst = nullptr; c.dst_dtype = 7), kArg,
+     "dst_dtype must be SIMDATTN_DTYPE_F32 (0), _BF16 (1) or _F16 (2) (got 7)"},
+    {"cast", "n, src_dtype", "-1 and 9 (the shape is checked first)",
+     CAST(c.n = -1; c.src_dtype = 9), kShape, "n must be >= 0 (got -1)"},
+    {"cast", "src", "NULL", CAST(c.src = nullptr), kNull, "src is NULL but has 5 elements"},
+    {"cast", "dst", "NULL", CAST(c.dst = nullptr), kNull, "dst is NULL but has 5 elements"},
+    {"cast", "dst", "src (in place, same dtype)",
+     CAST(c.dst = const_cast<void*>(c.src); c.dst_dtype = SIMDATTN_DTYPE_F32), kArg,
+     "dst (20 bytes) overlaps src (20 bytes): the byte ranges must be disjoint"},
+    {"cast", "dst", "src (in place, narrowing)", CAST(c.dst = const_cast<void*>(c.src)), kArg,
+     "dst (10 bytes) overlaps src (20 bytes)"},
+    {"cast", "dst", "the last byte of src",
+     CAST(c.dst = reinterpret_cast<uint8_t*>(s.at(Storage::kCastIn + 5)) - 1), kArg,
+     "dst (10 bytes) overlaps src (20 bytes)"},
+    {"cast", "dst", "ending in the first byte of src (bf16 -> f32)",
+     CAST(c.src_dtype = SIMDATTN_DTYPE_BF16; c.dst_dtype = SIMDATTN_DTYPE_F32;
+          c.src = s.at(Storage::kCastIn + 2);
+          c.dst = reinterpret_cast<uint8_t*>(s.at(Storage::kCastIn + 2)) - 19),
+     kArg, "dst (20 bytes) overlaps src (10 bytes)"},
     // ---- simdattn_set_num_threads
     {"set_num_threads", "n", "-1", [](Storage&) { return simdattn_set_num_threads(-1); }, kArg,
      "n must be in [0, SIMDATTN_MAX_THREADS = 4096] (0 = all hardware threads), got -1"},
@@ -604,6 +654,7 @@ TEST_CASE("bad-input matrix: exact status, message fragment, nothing written") {
     CheckOk(Varlen(s).Run());
     CheckOk(Merge(s).Run());
     CheckOk(KvCache(s).Run());
+    CheckOk(Cast(s).Run());
   }
   const int32_t threads = simdattn_get_num_threads();
   for (const BadInput& bad : kBadInputs) {

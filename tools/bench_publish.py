@@ -39,6 +39,9 @@ NOT_PEERS = {"unfused", "bshd", "memcpy"}
 # varlen vs padded vs one call per sequence), compared with each other, never peers.
 NOT_PEERS |= {"causal", "window4096", "plain", "softcap", "alibi", "sinks", "all", "varlen",
               "padded", "one_by_one"}
+# Groups whose memcpy copies the bytes the operation reads (bench_cast): their tables also show
+# simdattn's speed relative to that copy, memcpy's time over simdattn's (1.00x = as fast).
+MEMCPY_SPEED_GROUPS = {"cast"}
 # Report labels of the machine section: context key -> label, in this order.
 MACHINE_KEYS = [("cpu_model", "CPU"), ("num_cpus", "CPUs"), ("threads", "threads used"),
                 ("caches", "caches"), ("cpu_mhz", "cpu MHz (/proc/cpuinfo)"),
@@ -189,6 +192,8 @@ def group_table(group, items, doc):
     head = ["shape"] + impls + ([f"{primary} / best peer"] if peers else [])
     head += [bound_head] if bound else []
     head += ["x read time"] if show_read else []
+    copy_speed = group in MEMCPY_SPEED_GROUPS and "memcpy" in impls
+    head += [f"{primary} speed / memcpy"] if copy_speed else []
     lines = [f"## {group} ({unit}, higher is better)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for shape in br.ordered_unique(e["shape"] for e in items):
@@ -204,6 +209,10 @@ def group_table(group, items, doc):
         if show_read:  # time / (bytes / bandwidth)
             read_us = mine.get("bytes", 0) / (doc["read_gbps"] * 1e3) if mine else 0
             row.append(f"{mine['time_us'] / read_us:.2f}x" if read_us else "-")
+        if copy_speed:
+            copy = by_key.get(("memcpy", shape)) or {}
+            both = mine and mine.get("time_us") and copy.get("time_us")
+            row.append(f"{copy['time_us'] / mine['time_us']:.2f}x" if both else "-")
         lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
 

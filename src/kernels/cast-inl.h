@@ -1,6 +1,9 @@
 // Per-target element type conversions of 16-bit K/V (bf16, f16) and float. Widening is exact on
 // every target and done with integer operations (no F16C needed): bf16 is the high half of a
-// float; f16's exponent is rebiased in its bits (normal), its mantissa scaled (subnormal). No threads, no allocation, no argument checks.
+// float; f16's exponent is rebiased in its bits (normal), its mantissa scaled (subnormal).
+// Narrowing rounds to nearest even on the float's bits, with integer operations only (Highway
+// 1.0.3's DemoteTo to bf16 truncates, and float arithmetic would depend on the host's FTZ/DAZ
+// modes). No threads, no allocation, no argument checks.
 
 #if defined(SIMDATTN_SRC_KERNELS_CAST_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SIMDATTN_SRC_KERNELS_CAST_INL_H_
@@ -73,6 +76,97 @@ HWY_INLINE void WidenRow(int dtype, const void* HWY_RESTRICT src, size_t n, floa
     WidenRowT<Half::kBf16>(static_cast<const uint16_t*>(src), n, dst);
   } else if (dtype == static_cast<int>(Half::kF16)) {
     WidenRowT<Half::kF16>(static_cast<const uint16_t*>(src), n, dst);
+  } else {
+    memcpy(dst, src, n * sizeof(float));
+  }
+}
+
+// The bf16 or f16 bit patterns (in u32 lanes) of Lanes(d) floats, rounded to nearest even.
+// bf16: round-to-nearest-even on the low 16 bits (no NaN gets there: a NaN keeps its sign and
+// high payload and gets the quiet bit, so it never rounds into inf).
+HWY_INLINE hn::Vec<DU32> NarrowBf16Bits(VF v) {
+  const DU32 du;
+  const hn::RebindToSigned<DF> di;
+  const auto u = hn::BitCast(du, v);
+  const auto lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  // u + 0x7FFF + lsb cannot wrap: the largest non-NaN pattern is 0xFF800000 (-inf).
+  const auto rounded = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7FFFu)), lsb));
+  const auto quiet_nan = hn::Or(hn::ShiftRight<16>(u), hn::Set(du, 0x0040u));
+  const auto mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7FFFFFFFu)));  // < 2^31: signed ok
+  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7F800000))), quiet_nan,
+                        rounded);
+}
+
+// f16 magnitude bits of floats below 2^-14 (f16 subnormals and 0), `mag` the float's |bits|:
+// the significand m (with its implicit bit) shifted right by s = 126 - exponent, rounded to
+// nearest even. s >= 25 gives 0 for every m < 2^24 (clamped to 31, so f32 subnormals, whose
+// implicit bit is wrongly set here, give 0 too: they are below 2^-25, half the least f16).
+HWY_INLINE hn::Vec<DU32> F16SubnormalBits(hn::Vec<DU32> mag) {
+  const DU32 du;
+  const hn::RebindToSigned<DF> di;
+  const auto m = hn::Or(hn::And(mag, hn::Set(du, 0x7FFFFFu)), hn::Set(du, 0x800000u));
+  const auto exponent = hn::BitCast(di, hn::ShiftRight<23>(mag));
+  const auto s = hn::BitCast(
+      du, hn::Min(hn::Max(hn::Sub(hn::Set(di, 126), exponent), hn::Set(di, 14)), hn::Set(di, 31)));
+  const auto one = hn::Set(du, 1u);
+  const auto half_minus_1 = hn::Sub(one << hn::Sub(s, one), one);
+  const auto lsb = hn::And(m >> s, one);
+  return hn::Add(hn::Add(m, half_minus_1), lsb) >> s;  // < 2^31: no wrap
+}
+
+// f16: normal results rebias the exponent (127 - 15 = 112) and round the 13 dropped bits to
+// nearest even (a carry moves into the exponent, up to inf); below 2^-14 F16SubnormalBits;
+// |x| >= 65520 (0x477FF000, halfway past 65504) is inf; a NaN keeps its sign and high payload
+// and gets the quiet bit.
+HWY_INLINE hn::Vec<DU32> NarrowF16Bits(VF v) {
+  const DU32 du;
+  const hn::RebindToSigned<DF> di;
+  const auto u = hn::BitCast(du, v);
+  const auto sign = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 0x8000u));
+  const auto mag = hn::And(u, hn::Set(du, 0x7FFFFFFFu));
+  const auto mag_i = hn::BitCast(di, mag);  // < 2^31: signed compares (every target has them)
+  const auto lsb = hn::And(hn::ShiftRight<13>(mag), hn::Set(du, 1u));
+  // Modular: lanes below 2^-14 wrap here and are replaced below.
+  const auto rebias = hn::Set(du, 0xFFFu - (112u << 23));
+  auto bits = hn::ShiftRight<13>(hn::Add(hn::Add(mag, rebias), lsb));
+  const auto tiny = hn::RebindMask(du, hn::Lt(mag_i, hn::Set(di, 0x38800000)));
+  if (!hn::AllFalse(du, tiny)) bits = hn::IfThenElse(tiny, F16SubnormalBits(mag), bits);
+  const auto overflow = hn::RebindMask(du, hn::Gt(mag_i, hn::Set(di, 0x477FEFFF)));  // >= 65520
+  bits = hn::IfThenElse(overflow, hn::Set(du, 0x7C00u), bits);
+  const auto nan = hn::Or(hn::And(hn::ShiftRight<13>(mag), hn::Set(du, 0x3FFu)),
+                          hn::Set(du, 0x7E00u));
+  bits = hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag_i, hn::Set(di, 0x7F800000))), nan, bits);
+  return hn::Or(bits, sign);
+}
+
+template <Half kType>
+HWY_INLINE hn::Vec<DU16> NarrowVec(VF v) {
+  const hn::RebindToSigned<DF> di;
+  const auto bits = kType == Half::kBf16 ? NarrowBf16Bits(v) : NarrowF16Bits(v);
+  return hn::DemoteTo(DU16(), hn::BitCast(di, bits));  // every lane <= 0xFFFF: no saturation
+}
+
+// dst[i] = bf16 or f16 bits of src[i] for i < n, rounded to nearest even.
+template <Half kType>
+HWY_INLINE void NarrowRowT(const float* HWY_RESTRICT src, size_t n, uint16_t* HWY_RESTRICT dst) {
+  const DF d;
+  const DU16 d16;
+  const size_t N = hn::Lanes(d);
+  size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(NarrowVec<kType>(hn::LoadU(d, src + i)), d16, dst + i);
+  if (i < n) {
+    HWY_ALIGN uint16_t buf[kMaxLanesF];
+    hn::Store(NarrowVec<kType>(LoadPartial(d, src + i, n - i, 0.0f)), d16, buf);
+    memcpy(dst + i, buf, (n - i) * sizeof(uint16_t));
+  }
+}
+
+// dst[i] = src[i] as SIMDATTN_DTYPE_* `dtype` for i < n, rounded to nearest even (F32: a copy).
+HWY_INLINE void NarrowRow(const float* HWY_RESTRICT src, size_t n, int dtype, void* HWY_RESTRICT dst) {
+  if (dtype == static_cast<int>(Half::kBf16)) {
+    NarrowRowT<Half::kBf16>(src, n, static_cast<uint16_t*>(dst));
+  } else if (dtype == static_cast<int>(Half::kF16)) {
+    NarrowRowT<Half::kF16>(src, n, static_cast<uint16_t*>(dst));
   } else {
     memcpy(dst, src, n * sizeof(float));
   }

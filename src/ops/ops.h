@@ -113,6 +113,19 @@ struct MergeArgs {
 };
 void AttentionMerge(const MergeArgs& args);
 
+// n elements of SIMDATTN_DTYPE_* src_dtype at src to dst_dtype at dst (simdattn_cast). Validated
+// by c_api: n >= 1, both dtypes known, byte sizes representable, src and dst disjoint.
+struct CastArgs {
+  int64_t n = 0;
+  const void* src = nullptr;
+  int src_dtype = 0;
+  void* dst = nullptr;
+  int dst_dtype = 0;
+};
+// Same dtype: a copy; to f32: exact; to bf16/f16: rounded once to nearest even. Deterministic
+// for any thread count; allocates nothing.
+void Cast(const CastArgs& args);
+
 // Multi-head self-attention as torch.nn.MultiheadAttention(x, x, x) in eval mode:
 // y = out_proj(attention(in_proj(x))), E = embed, head dim E / heads, scale 1/sqrt(E / heads).
 // x, y are [seq, batch, E] (or [batch, seq, E] when batch_first), contiguous; y may equal x,

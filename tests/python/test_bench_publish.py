@@ -58,6 +58,10 @@ def make_raw(raw):
           runs("softmax/simdattn/4096x4096", [15 * G], "bytes_per_second") +
           runs("softmax/naive/4096x4096", [5 * G], "bytes_per_second") +
           runs("softmax/memcpy/4096x4096", [20 * G], "bytes_per_second"))
+    # cast: 96 MB in 8 ms (12 GB/s) against memcpy's 128 MB in 10 ms (12.8 GB/s).
+    write(os.path.join(raw, "bench_cast.json"), CONTEXT,
+          runs("cast/simdattn/f32_to_bf16_64MiB", [12 * G], "bytes_per_second", time_us=8000.0) +
+          runs("cast/memcpy/f32_to_bf16_64MiB", [12.8 * G], "bytes_per_second", time_us=10000.0))
     # decode: 15 GB/s of K and V for 2000 us = 3e7 bytes; read at 30 GB/s in 1000 us.
     write(os.path.join(raw, "bench_sdpa.json"), CONTEXT,
           runs(f"sdpa/simdattn/{DECODE}", [10 * G], time_us=2000.0,
@@ -137,6 +141,13 @@ class PublishTest(unittest.TestCase):
         # runs 32 .. 51.2: ± 50 * 19.2 / 40 = 24%.
         self.assertIn("| b1_h8_l512_d64 | 150 | 40 ±24% | 3.75x (torch) | 75% | - |", self.report)
         self.assertNotIn("torch_t2", self.report)
+
+    def test_report_cast_speed_against_memcpy(self):
+        # memcpy is no peer; 12 of 30 GB/s read bandwidth; speed: 10000 us / 8000 us.
+        self.assertEqual(self.row("f32_to_bf16_64MiB"),
+                         "| f32_to_bf16_64MiB | 12 | 12.8 | 40% | 1.25x |")
+        self.assertIn("| shape | simdattn | memcpy | % of read bandwidth | simdattn speed / memcpy |",
+                      self.report)
 
     def test_report_read_time(self):
         # 2000 us over 3e7 bytes / 30 GB/s = 1000 us.

@@ -800,6 +800,102 @@ class TestAttentionMerge(unittest.TestCase):
             simdattn.attention_merge([], [])
 
 
+class TestCast(unittest.TestCase):
+    """simdattn.cast bit-exact against NumPy: astype(np.float16) for f16 (NumPy rounds to nearest
+    even, subnormals and overflow included), an RNE on the float bits for bf16."""
+
+    @staticmethod
+    def inputs():
+        """Every f16 value, every midpoint between neighbouring f16 values (ties; 65520 is the
+        one past 65504) and the floats just around them, specials, float subnormals and 2^20
+        random float bit patterns."""
+        f16 = np.arange(0x7C00, dtype=np.uint16).view(np.float16).astype(np.float64)
+        mids = (f16 + np.append(f16[1:], 65536.0)) / 2
+        near = np.concatenate([f16, mids]).astype(np.float32)
+        near = np.concatenate([near, np.nextafter(near, np.float32(np.inf)),
+                               np.nextafter(near, np.float32(0))])
+        specials = np.array([0.0, np.inf, np.nan, 65504.0, 65519.99, 65520.0, 2.0 ** -24,
+                             2.0 ** -25, 3 * 2.0 ** -25, 2.0 ** -14, np.finfo(np.float32).max,
+                             np.finfo(np.float32).tiny], np.float32)
+        bits = np.array([1, 0x7FFFFF, 0x400000, 0x7F800001, 0x7FFFFFFF, 0x7F7F8000, 0x7F7F8001,
+                         0x00008000, 0x00018000], np.uint32).view(np.float32)
+        rand = np.random.default_rng(5).integers(0, 2 ** 32, 1 << 20, np.uint64)
+        x = np.concatenate([near, specials, bits, rand.astype(np.uint32).view(np.float32)])
+        return np.concatenate([x, -x])
+
+    def assert_bits(self, got, want, nan, exp_mask, man_mask):
+        """got == want where the input is not NaN; a NaN pattern where it is."""
+        self.assertEqual(got.dtype, np.uint16)
+        bad = np.flatnonzero((got != want) & ~nan)
+        self.assertEqual(bad.size, 0, f"first mismatches at {bad[:5]}: got "
+                         f"{[hex(v) for v in got[bad[:5]]]}, want {[hex(v) for v in want[bad[:5]]]}")
+        g = got[nan]
+        self.assertTrue(np.all(((g & exp_mask) == exp_mask) & ((g & man_mask) != 0)))
+
+    def test_ties_by_hand(self):
+        # 1 + 2^-11 is halfway between 1 (0x3C00, even) and its successor; 65520 between 65504
+        # and inf (even); 2^-25 between 0 and the least subnormal; 3 * 2^-25 between 0x1 and 0x2.
+        x = np.array([1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 65520, 2.0 ** -25, 3 * 2.0 ** -25],
+                     np.float32)
+        want = [0x3C00, 0x3C02, 0x7C00, 0x0000, 0x0002]
+        self.assertEqual(simdattn.cast(x, "float16").tolist(), want)
+        with np.errstate(over="ignore"):
+            self.assertEqual(x.astype(np.float16).view(np.uint16).tolist(), want)  # NumPy agrees
+        # bf16: 1 + 2^-8 is halfway between 1 (0x3F80, even) and 0x3F81; 1 + 3 * 2^-8 -> 0x3F82.
+        b = np.array([1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, -(1 + 2.0 ** -8)], np.float32)
+        self.assertEqual(simdattn.cast(b, "bfloat16").tolist(), [0x3F80, 0x3F82, 0xBF80])
+
+    def test_float16_matches_numpy(self):
+        x = self.inputs()
+        with np.errstate(over="ignore"):
+            want = x.astype(np.float16).view(np.uint16)
+        self.assert_bits(simdattn.cast(x, "float16"), want, np.isnan(x), 0x7C00, 0x03FF)
+
+    def test_bfloat16_matches_rne_on_the_bits(self):
+        x = self.inputs()
+        u = x.view(np.uint32)
+        top, rest = u >> 16, u & 0xFFFF
+        up = (rest > 0x8000) | ((rest == 0x8000) & (top & 1 == 1))
+        want = (top + up).astype(np.uint16)
+        self.assert_bits(simdattn.cast(x, "bfloat16"), want, np.isnan(x), 0x7F80, 0x007F)
+
+    def test_widening_every_pattern(self):
+        h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+        f16 = simdattn.cast(h, "float32", src_dtype="float16")
+        want16 = h.view(np.float16).astype(np.float32)
+        nan = np.isnan(want16)
+        self.assertTrue(np.array_equal(f16.view(np.uint32)[~nan], want16.view(np.uint32)[~nan]))
+        self.assertTrue(np.all(np.isnan(f16[nan])))
+        self.assertTrue(np.array_equal(simdattn.cast(h.view(np.float16), "float32"), f16,
+                                       equal_nan=True))
+        bf = simdattn.cast(h, "float32", src_dtype="bfloat16")
+        self.assertTrue(np.array_equal(bf.view(np.uint32)[~np.isnan(bf)],
+                                       (h.astype(np.uint32) << 16)[~np.isnan(bf)]))
+
+    def test_half_to_half_rounds_once(self):
+        h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+        wide = simdattn.cast(h, "float32", src_dtype="bfloat16")
+        with np.errstate(over="ignore"):
+            want = wide.astype(np.float16).view(np.uint16)
+        self.assert_bits(simdattn.cast(h, "float16", src_dtype="bfloat16"), want, np.isnan(wide),
+                         0x7C00, 0x03FF)
+        same = simdattn.cast(h, "bfloat16", src_dtype="bfloat16")  # a copy, NaN bits included
+        self.assertTrue(np.array_equal(same, h))
+        self.assertEqual(simdattn.cast(np.zeros((2, 0), np.float32), "float16").shape, (2, 0))
+
+    def test_errors(self):
+        with self.assertRaises(ValueError):
+            simdattn.cast(np.zeros(3, np.float32), "int8")
+        with self.assertRaises(ValueError):
+            simdattn.cast(np.zeros(3, np.uint16), "float32")
+        with self.assertRaises(TypeError):
+            simdattn.cast(np.zeros(3), "float16")
+        a = np.zeros(8, np.float32)  # in place: the library refuses it
+        status = simdattn._cast(8, a.ctypes.data, 0, a.ctypes.data, 1)
+        self.assertEqual(simdattn.status_name(status), "SIMDATTN_ERR_BAD_ARGUMENT")
+        self.assertIn("overlaps src", simdattn._last_error().decode())
+
+
 class TestSoftmaxMatmul(unittest.TestCase):
     def setUp(self):
         self.rng = np.random.default_rng(99)

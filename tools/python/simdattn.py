@@ -25,8 +25,8 @@ import numpy as np
 
 __all__ = [
     "Error", "ShapeError", "scaled_dot_product_attention", "softmax", "matmul",
-    "MultiheadSelfAttention", "attention_merge", "KVCache", "CacheFullError", "set_num_threads",
-    "get_num_threads", "version", "simd_target", "status_name",
+    "MultiheadSelfAttention", "attention_merge", "cast", "KVCache", "CacheFullError",
+    "set_num_threads", "get_num_threads", "version", "simd_target", "status_name",
 ]
 
 # simdattn_status values (include/simdattn.h).
@@ -150,6 +150,8 @@ _kv_cache_init = _declare("simdattn_kv_cache_init", None, ctypes.POINTER(_KvCach
 _sdpa_kvcache = _declare("simdattn_sdpa_kvcache", _status, _fptr, ctypes.POINTER(_KvCache), _fptr,
                          _i64, _i64, _i64, _i64, _i64, ctypes.POINTER(_SdpaOptions))
 _mha_options_init = _declare("simdattn_mha_options_init", None, ctypes.POINTER(_MhaOptions))
+_cast = _declare("simdattn_cast", _status, _i64, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
+                 ctypes.c_int32)
 _mhsa = _declare("simdattn_mhsa", _status, _fptr, _fptr, _i64, _i64, _i64, _i64,
                  ctypes.POINTER(_MhaWeights), ctypes.POINTER(_MhaOptions))
 
@@ -322,6 +324,37 @@ def attention_merge(outs, lses):
     _check(_attention_merge(len(o32), rows, d_v, out_ptrs, ld, lse_ptrs, _ptr(out), ld, _ptr(lse)))
     return out.reshape(shape).astype(dtype, copy=False), lse.reshape(shape[:-1]).astype(dtype,
                                                                                         copy=False)
+
+# ---------------------------------------------------------------------------- casts
+
+# SIMDATTN_DTYPE_* by name. bfloat16 and float16 values travel as uint16 arrays of their bits.
+_DTYPES = {"float32": 0, "bfloat16": 1, "float16": 2}
+
+
+def cast(x, dtype, src_dtype=None):
+    """x converted to `dtype` ('float32', 'bfloat16' or 'float16') by simdattn_cast: to float32
+    exactly, to the 16-bit types rounded once to nearest even (overflow -> +-inf; subnormals
+    kept). Returns float32 for 'float32', else uint16 holding the bits (float16 bits view as
+    np.float16 with .view). x is float32, float16, or uint16 bits of src_dtype ('bfloat16' or
+    'float16', required for uint16); the result has x's shape and is a new array."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"cast: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    x = np.asarray(x)
+    kinds = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+    if x.dtype == np.uint16:
+        if src_dtype not in ("bfloat16", "float16"):
+            raise ValueError("cast: a uint16 x holds bfloat16 or float16 bits: pass "
+                             f"src_dtype='bfloat16' or 'float16' (got {src_dtype!r})")
+    elif x.dtype in kinds:
+        if src_dtype not in (None, kinds[x.dtype]):
+            raise ValueError(f"cast: x is {x.dtype} but src_dtype is {src_dtype!r}")
+        src_dtype = kinds[x.dtype]
+    else:
+        raise TypeError(f"cast: x must be float32, float16 or uint16 (16-bit bits), got {x.dtype}")
+    src = np.ascontiguousarray(x).view(np.float32 if src_dtype == "float32" else np.uint16)
+    out = np.empty(x.shape, np.float32 if dtype == "float32" else np.uint16)
+    _check(_cast(src.size, src.ctypes.data, _DTYPES[src_dtype], out.ctypes.data, _DTYPES[dtype]))
+    return out
 
 # ---------------------------------------------------------------------------- softmax, matmul
 
@@ -645,23 +678,6 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_kv, scale=None, is_causal
 
 # ---------------------------------------------------------------------------- KV cache
 
-# SIMDATTN_DTYPE_* of each cache dtype name, and the NumPy type its elements are stored as
-# (16-bit types as their bit patterns).
-_KV_DTYPES = {"float32": (0, np.float32), "bfloat16": (1, np.uint16), "float16": (2, np.uint16)}
-
-
-def _narrow(a, dtype):
-    """float32 -> the cache dtype's storage, rounded once to nearest even (TEMPORARY: NumPy's
-    conversion until simdattn_cast's binding lands from branch cast)."""
-    if dtype == "float32":
-        return a.copy()
-    if dtype == "float16":
-        return a.astype(np.float16).view(np.uint16)
-    bits = a.view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    return np.where(np.isnan(a), ((bits >> 16) | 0x40).astype(np.uint16), rounded)
-
-
 class CacheFullError(Error):
     """KVCache.append needs more blocks than are free (status SIMDATTN_ERR_OUT_OF_MEMORY: the
     cache is the memory that ran out). Nothing was appended."""
@@ -686,8 +702,8 @@ class KVCache:
     ShapeError."""
 
     def __init__(self, num_blocks, block_size, kv_heads, d_k, d_v, dtype="bfloat16"):
-        if dtype not in _KV_DTYPES:
-            raise Error(ERR_BAD_ARGUMENT, f"KVCache: dtype must be one of {sorted(_KV_DTYPES)}, "
+        if dtype not in _DTYPES:
+            raise Error(ERR_BAD_ARGUMENT, f"KVCache: dtype must be one of {sorted(_DTYPES)}, "
                         f"got {dtype!r}")
         sizes = dict(num_blocks=num_blocks, block_size=block_size, kv_heads=kv_heads, d_k=d_k,
                      d_v=d_v)
@@ -702,7 +718,7 @@ class KVCache:
         self.dtype = dtype
         self.num_blocks, self.block_size, self.kv_heads, self.d_k, self.d_v = (
             int(n) for n in sizes.values())
-        storage = _KV_DTYPES[dtype][1]
+        storage = np.float32 if dtype == "float32" else np.uint16  # 16-bit types: their bits
         self.k = np.zeros((self.num_blocks, self.block_size, self.kv_heads, self.d_k), storage)
         self.v = np.zeros((self.num_blocks, self.block_size, self.kv_heads, self.d_v), storage)
         self._free = list(range(self.num_blocks - 1, -1, -1))  # a stack: pop() takes the lowest
@@ -730,8 +746,9 @@ class KVCache:
     def append(self, seq, k, v):
         """Appends tokens to sequence seq (created by its first append, also of 0 tokens):
         k float32 [tokens, kv_heads, d_k], v float32 [tokens, kv_heads, d_v], converted to the
-        cache's dtype (rounded once to nearest even, overflow to +-inf, NaN kept) into the
-        rows after the sequence's last, taking blocks from the free list as needed.
+        cache's dtype by simdattn_cast (rounded once to nearest even, overflow to +-inf, NaN
+        kept; see cast) into the rows after the sequence's last, taking blocks from the free
+        list as needed.
         Errors (nothing appended, no block taken): k or v not float32 -> TypeError; shapes ->
         ShapeError; fewer free blocks than needed -> CacheFullError."""
         k, v = np.asarray(k), np.asarray(v)
@@ -753,8 +770,8 @@ class KVCache:
         self._blocks[seq], self._lens[seq] = blocks, start + tokens
         pos = np.arange(start, start + tokens)
         phys, rows = np.asarray(blocks, np.int64)[pos // self.block_size], pos % self.block_size
-        self.k[phys, rows] = _narrow(np.ascontiguousarray(k), self.dtype)
-        self.v[phys, rows] = _narrow(np.ascontiguousarray(v), self.dtype)
+        self.k[phys, rows] = cast(k, self.dtype)
+        self.v[phys, rows] = cast(v, self.dtype)
 
     def free(self, seq):
         """Forgets sequence seq and returns its blocks to the free list (the next appends reuse
@@ -798,7 +815,7 @@ class KVCache:
         opts = variants.options(_CAUSAL[causal] if causal else 0, heads_views)
         opts.lse = _ptr(lse) if return_lse else None
         cache = _init_options(_KvCache, _kv_cache_init)
-        cache.dtype = _KV_DTYPES[self.dtype][0]
+        cache.dtype = _DTYPES[self.dtype]
         cache.k, cache.v = self.k.ctypes.data, self.v.ctypes.data
         cache.num_blocks, cache.block_size, cache.kv_heads = (
             self.num_blocks, self.block_size, self.kv_heads)
