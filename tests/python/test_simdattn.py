@@ -553,6 +553,223 @@ class TestVarlen(unittest.TestCase):
             simdattn.varlen_attention(q, q, q, [0, 4], [0, 4], softcap=float("nan"))
 
 
+def bf16_round_ref(a):
+    """float32 -> bf16 bits, nearest with ties to even, by comparing the two neighbours with
+    16 low zero bits in float64 (independent of the binding's and the library's integer
+    rounding; finite inputs whose rounding stays finite)."""
+    bits = np.asarray(a, np.float32).view(np.uint32)
+    lo = bits & np.uint32(0xFFFF0000)
+    hi = lo + np.uint32(0x10000)
+    x = np.asarray(a, np.float64)
+    d_lo = np.abs(x - lo.view(np.float32).astype(np.float64))
+    d_hi = np.abs(hi.view(np.float32).astype(np.float64) - x)
+    even_hi = ((hi >> 16) & 1) == 0
+    take_hi = (d_hi < d_lo) | ((d_hi == d_lo) & even_hi)
+    return (np.where(take_hi, hi, lo) >> 16).astype(np.uint16)
+
+
+def kv_narrow_ref(a, dtype):
+    """The cache's stored elements for float32 rows a (bit patterns for the 16-bit types)."""
+    if dtype == "bfloat16":
+        return bf16_round_ref(a)
+    if dtype == "float16":
+        return np.asarray(a, np.float32).astype(np.float16).view(np.uint16)  # NumPy rounds RNE
+    return np.asarray(a, np.float32)
+
+
+def kv_widen(stored, dtype):
+    """The exact float32 values of stored cache elements: bf16 bits << 16, f16 through NumPy."""
+    if dtype == "bfloat16":
+        return (stored.astype(np.uint32) << 16).view(np.float32)
+    if dtype == "float16":
+        return stored.view(np.float16).astype(np.float32)
+    return stored
+
+
+class TestKVCache(unittest.TestCase):
+    """KVCache: appends placed and converted exactly (against an independent rounding), and
+    attention against sdpa_ref (float64) over the widened cache values within variant_tols."""
+
+    HEADS, KV_HEADS, DK, DV = 4, 2, 16, 8
+
+    def cached(self, cache, seq):
+        """Sequence seq's widened keys and values gathered from the cache's arrays through its
+        blocks: [seq_len, kv_heads, d]."""
+        n, blocks = cache.seq_len(seq), cache.blocks(seq)
+        k = cache.k[blocks].reshape(-1, cache.kv_heads, cache.d_k)[:n]
+        v = cache.v[blocks].reshape(-1, cache.kv_heads, cache.d_v)[:n]
+        return k, v
+
+    def check(self, cache, q, seq_ids, history=None, causal="bottom_right", **kw):
+        """cache.attention(q, seq_ids) per sequence against sdpa_ref over the cache's widened
+        values; with history {seq: (k rows, v rows)}, the stored elements must be exactly the
+        reference rounding of the appended rows."""
+        out, lse = cache.attention(q, seq_ids, causal=causal, return_lse=True, **kw)
+        self.assertEqual(out.shape, q.shape[:3] + (cache.d_v,))
+        self.assertEqual(lse.shape, q.shape[:3])
+        group = q.shape[1] // cache.kv_heads
+        for b, s in enumerate(seq_ids):
+            k, v = self.cached(cache, s)
+            if history is not None and s in history:
+                for got, rows in zip((k, v), history[s]):
+                    np.testing.assert_array_equal(got, kv_narrow_ref(np.array(rows), cache.dtype))
+            k, v = (np.repeat(np.swapaxes(kv_widen(t, cache.dtype), 0, 1), group, axis=0)
+                    for t in (k, v))  # [heads, seq_len, d]
+            want, want_lse, _ = sdpa_ref(q[b], k, v, causal=causal, **kw)
+            tol_out, tol_lse, rel_lse = variant_tols(
+                q[b], k, v, **{n: a for n, a in kw.items() if n != "window"})
+            self.assertLessEqual(max_err(out[b], want), tol_out, f"sequence {s!r}")
+            finite = np.isfinite(want_lse)
+            np.testing.assert_array_equal(np.isfinite(lse[b]), finite)
+            bound = tol_lse + rel_lse * float(np.max(np.abs(want_lse[finite]), initial=0))
+            self.assertLessEqual(max_err(lse[b][finite], want_lse[finite]), bound)
+        return out, lse
+
+    def test_decode_loop(self):
+        # Three sequences decoded one token at a time, interleaved (their blocks alternate in
+        # the cache), each step's query against everything cached so far.
+        lens = {0: 23, 1: 40, "c": 11}
+        for dtype in ("float32", "bfloat16", "float16"):
+            for block_size in (16, 5):
+                with self.subTest(dtype=dtype, block_size=block_size):
+                    rng = np.random.default_rng(block_size)
+                    blocks = sum(-(-n // block_size) for n in lens.values())
+                    cache = simdattn.KVCache(blocks + 2, block_size, self.KV_HEADS, self.DK,
+                                             self.DV, dtype)
+                    history = {s: ([], []) for s in lens}
+                    for step in range(max(lens.values())):
+                        active = [s for s, n in lens.items() if step < n]
+                        for s in active:
+                            k = rand(rng, 1, self.KV_HEADS, self.DK, scale=1.5)
+                            v = rand(rng, 1, self.KV_HEADS, self.DV)
+                            cache.append(s, k, v)
+                            history[s][0].append(k[0])
+                            history[s][1].append(v[0])
+                        self.assertEqual([cache.seq_len(s) for s in active],
+                                         [step + 1] * len(active))
+                        q = rand(rng, len(active), self.HEADS, 1, self.DK, scale=1.5)
+                        out, _ = self.check(cache, q, active, history)
+                        np.testing.assert_array_equal(cache.attention(q, active), out)
+                    self.assertEqual(cache.num_free_blocks, 2)
+
+    def rows(self, rng, n):
+        """n tokens' float32 keys and values."""
+        return rand(rng, n, self.KV_HEADS, self.DK), rand(rng, n, self.KV_HEADS, self.DV)
+
+    def prefilled(self, dtype="bfloat16", block_size=5, lens=(12, 7), seed=5):
+        rng = np.random.default_rng(seed)
+        cache = simdattn.KVCache(12, block_size, self.KV_HEADS, self.DK, self.DV, dtype)
+        for s, n in enumerate(lens):
+            cache.append(s, *self.rows(rng, n))
+        return cache, rng
+
+    def test_prefill_queries_causal_and_variants(self):
+        cache, rng = self.prefilled()
+        q = rand(rng, 2, self.HEADS, 9, self.DK)  # 9 > 7: with bottom_right 2 queries see nothing
+        slopes = np.array([0.5, 0.0, -0.125, 0.25], np.float32)
+        sinks = np.array([1.0, -np.inf, 2.0, -1.0], np.float32)
+        for causal in ("bottom_right", "top_left", None):
+            for kw in ({}, dict(window=(3, 1)), dict(softcap=2.0), dict(alibi_slopes=slopes),
+                       dict(sinks=sinks), dict(scale=0.3),
+                       dict(window=(4, 0), softcap=1.5, alibi_slopes=slopes, sinks=sinks)):
+                with self.subTest(causal=causal, variant=str(kw)):
+                    self.check(cache, q, [0, 1], causal=causal, **kw)
+        out, lse = cache.attention(q, [0, 1], return_lse=True)
+        self.assertTrue(np.all(out[1, :, :2] == 0) and np.all(lse[1, :, :2] == -np.inf))
+        self.assertTrue(np.isfinite(lse[1, :, 2:]).all())
+        # True is bottom_right, False no mask; float64 in, float64 out; a repeated sequence.
+        np.testing.assert_array_equal(cache.attention(q, [0, 1], causal=True), out)
+        self.assertEqual(cache.attention(q.astype(np.float64), [0, 1]).dtype, np.float64)
+        self.check(cache, q, [1, 1], causal=None)
+        self.check(cache, q[:, :, :1], [1, 0], causal=False)
+
+    def test_free_and_reuse_of_blocks(self):
+        rng = np.random.default_rng(11)
+        cache = simdattn.KVCache(4, 5, self.KV_HEADS, self.DK, self.DV, "float16")
+        def rows(n):
+            return self.rows(rng, n)
+        cache.append(0, *rows(15))                      # 3 full blocks
+        cache.append(1, *rows(5))                       # the last block, full
+        self.assertEqual(cache.num_free_blocks, 0)
+        old = cache.blocks(0)
+        cache.free(0)
+        self.assertEqual(cache.num_free_blocks, 3)
+        for call in (lambda: cache.seq_len(0), lambda: cache.free(0), lambda: cache.blocks(0)):
+            with self.assertRaises(KeyError):
+                call()
+        history = {2: ([], [])}
+        k, v = rows(11)  # 3 blocks: rows 1-4 of the last still hold sequence 0's keys
+        cache.append(2, k, v)
+        history[2][0].extend(k)
+        history[2][1].extend(v)
+        self.assertEqual(cache.blocks(2), old)
+        self.assertEqual(cache.seq_len(2), 11)
+        self.assertTrue(np.all(cache.k[old[2], 1:] != 0))  # stale keys that must not be read
+        self.check(cache, rand(rng, 2, self.HEADS, 3, self.DK), [2, 1], history)
+        # Appending 0 tokens creates a sequence without taking a block.
+        cache.append("empty", *rows(0))
+        self.assertEqual((cache.seq_len("empty"), cache.blocks("empty")), (0, []))
+        out, lse = cache.attention(rand(rng, 1, self.HEADS, 2, self.DK), ["empty"], return_lse=True)
+        self.assertTrue(np.all(out == 0) and np.all(lse == -np.inf))
+
+    def test_cache_full_appends_nothing(self):
+        rng = np.random.default_rng(2)
+        cache = simdattn.KVCache(3, 4, self.KV_HEADS, self.DK, self.DV, "bfloat16")
+        cache.append(0, *self.rows(rng, 6))
+        cache.append(1, *self.rows(rng, 3))
+        k, v, free = cache.k.copy(), cache.v.copy(), cache.num_free_blocks
+        # Sequence 0 has 2 rows left in its last block: 3 tokens need 1 block, none is free.
+        with self.assertRaises(simdattn.CacheFullError) as cm:
+            cache.append(0, *self.rows(rng, 3))
+        self.assertIsInstance(cm.exception, simdattn.Error)
+        self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_OUT_OF_MEMORY")
+        self.assertIn("needs 1 more blocks for 3 tokens, 0 of 3 are free", str(cm.exception))
+        with self.assertRaises(simdattn.CacheFullError):
+            cache.append(7, *self.rows(rng, 1))
+        self.assertEqual((cache.seq_len(0), cache.num_free_blocks), (6, free))
+        with self.assertRaises(KeyError):
+            cache.seq_len(7)
+        np.testing.assert_array_equal(cache.k, k)
+        np.testing.assert_array_equal(cache.v, v)
+        # What still fits is appended: the 2 rows left in sequence 0's last block.
+        cache.append(0, *self.rows(rng, 2))
+        self.assertEqual(cache.seq_len(0), 8)
+
+    def test_errors(self):
+        with self.assertRaises(simdattn.Error) as cm:
+            simdattn.KVCache(4, 16, 2, 8, 8, "int8")
+        self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_BAD_ARGUMENT")
+        self.assertNotIsInstance(cm.exception, ValueError)
+        for sizes in ((-1, 16, 2, 8, 8), (4, 0, 2, 8, 8), (4, 16, 0, 8, 8), (4, 16, 2, 0, 8),
+                      (4, 16, 2, 8, -1), (2**31 + 1, 1, 1, 1, 0)):
+            with self.subTest(sizes=sizes), self.assertRaises(simdattn.ShapeError):
+                simdattn.KVCache(*sizes)
+        cache, rng = self.prefilled()
+        k, v = self.rows(rng, 2)
+        with self.assertRaises(TypeError):
+            cache.append(0, k.astype(np.float64), v)
+        for bad_k, bad_v in ((k[:, :1], v), (k, v[:1]), (k[0], v[0]), (k[..., :-1], v)):
+            with self.assertRaises(simdattn.ShapeError):
+                cache.append(0, bad_k, bad_v)
+        self.assertEqual(cache.seq_len(0), 12)
+        q = rand(rng, 2, self.HEADS, 1, self.DK)
+        with self.assertRaises(KeyError):
+            cache.attention(q, [0, 5])
+        with self.assertRaises(simdattn.ShapeError):
+            cache.attention(q, [0])  # batch 2 != 1 sequence
+        with self.assertRaises(simdattn.ShapeError):
+            cache.attention(q[..., :-1], [0, 1])
+        with self.assertRaises(simdattn.ShapeError) as cm:
+            cache.attention(rand(rng, 2, 3, 1, self.DK), [0, 1])  # 3 heads, 2 kv heads
+        self.assertIn("kv_heads", cm.exception.message)
+        with self.assertRaises(simdattn.Error) as cm:
+            cache.attention(q, [0, 1], softcap=float("nan"))
+        self.assertEqual(cm.exception.status_name, "SIMDATTN_ERR_BAD_ARGUMENT")
+        with self.assertRaises(ValueError):
+            cache.attention(q, [0, 1], causal="diagonal")
+        self.assertEqual(ctypes.sizeof(simdattn._KvCache), 80)
+
+
 class TestAttentionMerge(unittest.TestCase):
     def test_merge_of_key_pieces_equals_sdpa_over_all_keys(self):
         rng = np.random.default_rng(7)

@@ -26,8 +26,8 @@ import numpy as np
 
 __all__ = [
     "Error", "ShapeError", "scaled_dot_product_attention", "softmax", "matmul",
-    "MultiheadSelfAttention", "attention_merge", "cast", "set_num_threads", "get_num_threads", "version", "simd_target",
-    "status_name",
+    "MultiheadSelfAttention", "attention_merge", "cast", "KVCache", "CacheFullError",
+    "set_num_threads", "get_num_threads", "version", "simd_target", "status_name",
 ]
 
 # simdattn_status values (include/simdattn.h).
@@ -98,6 +98,15 @@ class _SdpaOptions(ctypes.Structure):
     ]
 
 
+class _KvCache(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int32), ("k", ctypes.c_void_p),
+        ("v", ctypes.c_void_p), ("num_blocks", _i64), ("block_size", _i64), ("kv_heads", _i64),
+        ("block_table", ctypes.POINTER(ctypes.c_int32)), ("max_blocks_per_seq", _i64),
+        ("seq_lens", ctypes.POINTER(_i64)),
+    ]
+
+
 class _MhaWeights(ctypes.Structure):
     _fields_ = [("in_proj_weight", _fptr), ("in_proj_bias", _fptr),
                 ("out_proj_weight", _fptr), ("out_proj_bias", _fptr)]
@@ -138,6 +147,9 @@ _sdpa_varlen = _declare("simdattn_sdpa_varlen", _status, _fptr, _fptr, _fptr, _f
 _attention_merge = _declare(
     "simdattn_attention_merge", _status, _i64, _i64, _i64, ctypes.POINTER(_fptr), _i64,
     ctypes.POINTER(_fptr), _fptr, _i64, _fptr)
+_kv_cache_init = _declare("simdattn_kv_cache_init", None, ctypes.POINTER(_KvCache))
+_sdpa_kvcache = _declare("simdattn_sdpa_kvcache", _status, _fptr, ctypes.POINTER(_KvCache), _fptr,
+                         _i64, _i64, _i64, _i64, _i64, ctypes.POINTER(_SdpaOptions))
 _mha_options_init = _declare("simdattn_mha_options_init", None, ctypes.POINTER(_MhaOptions))
 _cast = _declare("simdattn_cast", _status, _i64, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
                  ctypes.c_int32)
@@ -157,6 +169,7 @@ def _init_options(cls, init):
 
 _init_options(_SdpaOptions, _sdpa_options_init)
 _init_options(_MhaOptions, _mha_options_init)
+_init_options(_KvCache, _kv_cache_init)
 
 # ---------------------------------------------------------------------------- errors
 
@@ -487,15 +500,15 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     lse = np.full(lead + (lq,), -np.inf, np.float32)
     if lse.size and (out.size or return_lse):
         _sdpa_call([_rows_contiguous(t) for t in operands], lead, out, lse if return_lse else None,
-                   scale, _CAUSAL[causal_alignment] if is_causal else 0, variants)
+                   _CAUSAL[causal_alignment] if is_causal else 0, variants)
     out = out.astype(dtype, copy=False)
     return (out, lse.astype(dtype, copy=False)) if return_lse else out
 
 
 class _SdpaVariants:
-    """The 0.2 options of one call: window (None or (left, right)), softcap, and the per-head
-    arrays {name: lead + (1, 1) float32 view} (alibi_slopes, sinks); checks causal_alignment
-    and scale on the way, as every attention entry point takes them."""
+    """The scale and 0.2 options of one call: window (None or (left, right)), softcap, and the
+    per-head arrays {name: lead + (1, 1) float32 view} (alibi_slopes, sinks); checks
+    causal_alignment and scale on the way, as every attention entry point takes them."""
 
     def __init__(self, window, softcap, causal_alignment="top_left", scale=None):
         if causal_alignment not in _CAUSAL:
@@ -510,15 +523,28 @@ class _SdpaVariants:
                 raise Error(ERR_BAD_ARGUMENT, f"window sides must fit int64, got {window!r}")
         self.window = None if window is None else (int(window[0]), int(window[1]))
         self.softcap = float(softcap)
+        self.scale = scale
         self.per_head = {}
 
-    def set_options(self, opts, heads_views):
+    def flat_per_head(self, heads, alibi_slopes, sinks):
+        """For the entry points that take one [heads] array per option (varlen, KV cache):
+        alibi_slopes and sinks broadcast to (heads,) and contiguous, as {name: array}."""
+        per_head = _per_head_views((heads,), alibi_slopes=alibi_slopes, sinks=sinks)
+        return {n: np.ascontiguousarray(a.reshape(heads)) for n, a in per_head.items()}
+
+    def options(self, causal, heads_views):
+        """A default _SdpaOptions with the scale, causal (SIMDATTN_CAUSAL_*), the window, the
+        softcap and the per-head arrays {name: contiguous [heads] view} set."""
+        opts = _init_options(_SdpaOptions, _sdpa_options_init)
+        opts.scale = 0.0 if self.scale is None else float(self.scale)
+        opts.causal = causal
         if self.window is not None:
             opts.window = 1
             opts.window_left, opts.window_right = self.window
         opts.softcap = self.softcap
         for name, view in heads_views.items():
             setattr(opts, name, _ptr(view))
+        return opts
 
 
 def _per_head_views(lead, **arrays):
@@ -564,8 +590,8 @@ def _tensor_strides(view, lead_strides):
     return _Strides(lead_strides[0], lead_strides[1], seq)
 
 
-def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
-    names = list(variants.per_head) if variants is not None else []
+def _sdpa_call(operands, lead, out, lse, causal, variants):
+    names = list(variants.per_head)
     (batch, heads), views, strides = _sdpa_views(
         operands, lead, [variants.per_head[n] for n in names])
     heads_views = dict(zip(names, views[len(operands):]))
@@ -576,9 +602,7 @@ def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
             views[i] = np.ascontiguousarray(views[i])
             tensors[i] = _Strides(0, 0, 0)
     lq, dv = out.shape[-2:]
-    opts = _init_options(_SdpaOptions, _sdpa_options_init)
-    opts.scale = 0.0 if scale is None else float(scale)
-    opts.causal = causal
+    opts = variants.options(causal, heads_views)
     opts.q_strides, opts.k_strides, opts.v_strides = tensors[:3]
     opts.out_strides = _Strides(heads * lq * dv, lq * dv, dv)
     if len(views) == 4:
@@ -587,8 +611,6 @@ def _sdpa_call(operands, lead, out, lse, scale, causal, variants=None):
         opts.mask_strides = _Strides(strides[3][0], strides[3][1],
                                      _elem_strides(views[3])[-2] if mask_rows > 1 else 0)
     opts.lse = _ptr(lse)
-    if variants is not None:
-        variants.set_options(opts, heads_views)
     q, k, v = views[:3]
     _check(_sdpa(_ptr(q), _ptr(k), _ptr(v), _ptr(out), batch, heads, lq, k.shape[-2],
                  q.shape[-1], v.shape[-1], ctypes.byref(opts)))
@@ -639,24 +661,172 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_kv, scale=None, is_causal
         raise ShapeError(f"cu_seqlens_q[-1] = {cu_q[-1]} and cu_seqlens_kv[-1] = {cu_kv[-1]} must "
                          f"be the token counts of q ({q.shape[0]}) and k ({k.shape[0]})")
     variants = _SdpaVariants(window, softcap, causal_alignment, scale)
-    per_head = _per_head_views((heads,), alibi_slopes=alibi_slopes, sinks=sinks)
-    heads_views = {n: np.ascontiguousarray(a.reshape(heads)) for n, a in per_head.items()}
+    heads_views = variants.flat_per_head(heads, alibi_slopes, sinks)
     out = np.zeros((q.shape[0], heads, dv), np.float32)
     lse = np.full((q.shape[0], heads), -np.inf, np.float32)
-    opts = _init_options(_SdpaOptions, _sdpa_options_init)
-    opts.scale = 0.0 if scale is None else float(scale)
-    opts.causal = _CAUSAL[causal_alignment] if is_causal else 0
+    opts = variants.options(_CAUSAL[causal_alignment] if is_causal else 0, heads_views)
     opts.kv_heads = kv_heads
     opts.q_strides, opts.k_strides, opts.v_strides = qs, ks, vs
     opts.out_strides = _Strides(0, dv, heads * dv) if dv else _Strides(0, 0, 0)
     opts.lse = _ptr(lse) if return_lse else None
-    variants.set_options(opts, heads_views)
     i64p = ctypes.POINTER(_i64)
     _check(_sdpa_varlen(_ptr(q), _ptr(k), _ptr(v), _ptr(out), cu_q.size - 1, heads,
                         cu_q.ctypes.data_as(i64p), cu_kv.ctypes.data_as(i64p), dk, dv,
                         ctypes.byref(opts)))
     out = out.astype(dtype, copy=False)
     return (out, lse.astype(dtype, copy=False)) if return_lse else out
+
+
+# ---------------------------------------------------------------------------- KV cache
+
+class CacheFullError(Error):
+    """KVCache.append needs more blocks than are free (status SIMDATTN_ERR_OUT_OF_MEMORY: the
+    cache is the memory that ran out). Nothing was appended."""
+
+    def __init__(self, message):
+        super().__init__(ERR_OUT_OF_MEMORY, message)
+
+
+class KVCache:
+    """A paged KV cache (vLLM's PagedAttention layout) for simdattn_sdpa_kvcache, with its blocks
+    managed here: a free-block list and, per sequence (any hashable id), its block list and
+    length.
+
+    k: [num_blocks, block_size, kv_heads, d_k] and v: [num_blocks, block_size, kv_heads, d_v]
+    NumPy arrays of the cache's dtype ('float32', 'bfloat16' or 'float16'; the 16-bit types
+    stored as uint16 bit patterns), zero-initialised. Key j of a sequence lies in row
+    j % block_size of its block j // block_size. Blocks are taken from the free list in
+    increasing index order at first and returned to it by free(); which physical block a
+    sequence gets is not part of the contract (blocks(seq) says).
+    Errors: dtype unknown -> Error (SIMDATTN_ERR_BAD_ARGUMENT); num_blocks < 0, block_size < 1,
+    kv_heads < 1, d_k < 1, d_v < 0, num_blocks above 2^31 (the block table is int32) ->
+    ShapeError."""
+
+    def __init__(self, num_blocks, block_size, kv_heads, d_k, d_v, dtype="bfloat16"):
+        if dtype not in _DTYPES:
+            raise Error(ERR_BAD_ARGUMENT, f"KVCache: dtype must be one of {sorted(_DTYPES)}, "
+                        f"got {dtype!r}")
+        sizes = dict(num_blocks=num_blocks, block_size=block_size, kv_heads=kv_heads, d_k=d_k,
+                     d_v=d_v)
+        minimum = dict(num_blocks=0, block_size=1, kv_heads=1, d_k=1, d_v=0)
+        for name, n in sizes.items():
+            if not isinstance(n, (int, np.integer)) or n < minimum[name]:
+                raise ShapeError(f"KVCache: {name} must be an integer >= {minimum[name]}, "
+                                 f"got {n!r}")
+        if num_blocks > 2**31:
+            raise ShapeError(f"KVCache: num_blocks {num_blocks} does not fit the int32 block "
+                             "table")
+        self.dtype = dtype
+        self.num_blocks, self.block_size, self.kv_heads, self.d_k, self.d_v = (
+            int(n) for n in sizes.values())
+        storage = np.float32 if dtype == "float32" else np.uint16  # 16-bit types: their bits
+        self.k = np.zeros((self.num_blocks, self.block_size, self.kv_heads, self.d_k), storage)
+        self.v = np.zeros((self.num_blocks, self.block_size, self.kv_heads, self.d_v), storage)
+        self._free = list(range(self.num_blocks - 1, -1, -1))  # a stack: pop() takes the lowest
+        self._blocks = {}  # sequence id -> [physical block]
+        self._lens = {}    # sequence id -> tokens
+
+    @property
+    def num_free_blocks(self):
+        return len(self._free)
+
+    def seq_len(self, seq):
+        """Tokens appended to sequence seq; KeyError if it is unknown (never appended, or
+        freed)."""
+        return self._lens[self._known(seq)]
+
+    def blocks(self, seq):
+        """The physical blocks of sequence seq, in order (a copy); KeyError if unknown."""
+        return list(self._blocks[self._known(seq)])
+
+    def _known(self, seq):
+        if seq not in self._lens:
+            raise KeyError(f"KVCache: unknown sequence {seq!r}")
+        return seq
+
+    def append(self, seq, k, v):
+        """Appends tokens to sequence seq (created by its first append, also of 0 tokens):
+        k float32 [tokens, kv_heads, d_k], v float32 [tokens, kv_heads, d_v], converted to the
+        cache's dtype by simdattn_cast (rounded once to nearest even, overflow to +-inf, NaN
+        kept; see cast) into the rows after the sequence's last, taking blocks from the free
+        list as needed.
+        Errors (nothing appended, no block taken): k or v not float32 -> TypeError; shapes ->
+        ShapeError; fewer free blocks than needed -> CacheFullError."""
+        k, v = np.asarray(k), np.asarray(v)
+        for name, a, d in (("k", k, self.d_k), ("v", v, self.d_v)):
+            if a.dtype != np.float32:
+                raise TypeError(f"KVCache.append: {name} must be float32, got {a.dtype}")
+            if a.ndim != 3 or a.shape[1:] != (self.kv_heads, d) or a.shape[0] != k.shape[0]:
+                raise ShapeError(f"KVCache.append: k must be [tokens, {self.kv_heads}, "
+                                 f"{self.d_k}] and v [tokens, {self.kv_heads}, {self.d_v}], got "
+                                 f"k {k.shape}, v {v.shape}")
+        tokens, start = k.shape[0], self._lens.get(seq, 0)
+        blocks = self._blocks.get(seq, [])
+        need = max(0, -(-(start + tokens) // self.block_size) - len(blocks))
+        if need > len(self._free):
+            raise CacheFullError(f"KVCache.append: sequence {seq!r} needs {need} more blocks "
+                                 f"for {tokens} tokens, {len(self._free)} of {self.num_blocks} "
+                                 "are free")
+        blocks = blocks + [self._free.pop() for _ in range(need)]
+        self._blocks[seq], self._lens[seq] = blocks, start + tokens
+        pos = np.arange(start, start + tokens)
+        phys, rows = np.asarray(blocks, np.int64)[pos // self.block_size], pos % self.block_size
+        self.k[phys, rows] = cast(k, self.dtype)
+        self.v[phys, rows] = cast(v, self.dtype)
+
+    def free(self, seq):
+        """Forgets sequence seq and returns its blocks to the free list (the next appends reuse
+        them first); KeyError if it is unknown."""
+        self._free.extend(reversed(self._blocks.pop(self._known(seq))))
+        del self._lens[seq]
+
+    def attention(self, q, seq_ids, causal=True, scale=None, window=None, softcap=0.0,
+                  alibi_slopes=None, sinks=None, return_lse=False):
+        """Attention of q over the cached keys and values of the sequences seq_ids, through
+        simdattn_sdpa_kvcache (the block table [batch, max blocks] and seq_lens are built here):
+        q float32 or float64 [batch, heads, q_len, d_k] with batch = len(seq_ids) (an id may
+        repeat), heads a multiple of kv_heads (query head h reads kv head
+        h // (heads // kv_heads)). The q_len queries are the last q_len positions of each
+        sequence: causal True or 'bottom_right' lets query i see keys j <= i + seq_len - q_len,
+        'top_left' keys j <= i, False or None every key. scale, window, softcap, alibi_slopes
+        and sinks as in scaled_dot_product_attention (d_i as for 'bottom_right' unless causal is
+        'top_left'). Q and every sum stay float32 over the exactly widened cache values.
+        Returns out [batch, heads, q_len, d_v] in q's dtype, or (out, lse) with lse
+        [batch, heads, q_len] (-inf for a query that sees no key and no sink).
+        Errors: an unknown sequence -> KeyError; shapes -> ShapeError; option values -> Error
+        (SIMDATTN_ERR_BAD_ARGUMENT), as in scaled_dot_product_attention."""
+        dtype = _result_dtype(q)
+        q = np.ascontiguousarray(_as_f32(q, "q"))
+        seq_ids = [self._known(s) for s in seq_ids]
+        if q.ndim != 4 or q.shape[0] != len(seq_ids) or q.shape[3] != self.d_k:
+            raise ShapeError(f"KVCache.attention: q must be [{len(seq_ids)} (one per sequence), "
+                             f"heads, q_len, {self.d_k}], got {q.shape}")
+        if causal in (False, None, True):
+            causal = "bottom_right" if causal else None
+        variants = _SdpaVariants(window, softcap, causal or "bottom_right", scale)
+        batch, heads, q_len, _ = q.shape
+        lens = np.array([self._lens[s] for s in seq_ids], np.int64)
+        table = np.full((batch, max((len(self._blocks[s]) for s in seq_ids), default=0)), -1,
+                        np.int32)  # -1 past a sequence's blocks: never read
+        for b, s in enumerate(seq_ids):
+            table[b, :len(self._blocks[s])] = self._blocks[s]
+        heads_views = variants.flat_per_head(heads, alibi_slopes, sinks)
+        out = np.zeros((batch, heads, q_len, self.d_v), np.float32)
+        lse = np.full((batch, heads, q_len), -np.inf, np.float32)
+        opts = variants.options(_CAUSAL[causal] if causal else 0, heads_views)
+        opts.lse = _ptr(lse) if return_lse else None
+        cache = _init_options(_KvCache, _kv_cache_init)
+        cache.dtype = _DTYPES[self.dtype]
+        cache.k, cache.v = self.k.ctypes.data, self.v.ctypes.data
+        cache.num_blocks, cache.block_size, cache.kv_heads = (
+            self.num_blocks, self.block_size, self.kv_heads)
+        cache.block_table = table.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        cache.max_blocks_per_seq = table.shape[1]
+        cache.seq_lens = lens.ctypes.data_as(ctypes.POINTER(_i64))
+        _check(_sdpa_kvcache(_ptr(q), ctypes.byref(cache), _ptr(out), batch, heads, q_len,
+                             self.d_k, self.d_v, ctypes.byref(opts)))
+        out = out.astype(dtype, copy=False)
+        return (out, lse.astype(dtype, copy=False)) if return_lse else out
 
 
 class MultiheadSelfAttention:
