@@ -64,6 +64,7 @@ KvOperands MakeOperands(const KvCase& c, int32_t dtype, bool identity, bool dens
   std::mt19937 rng(7);
   for (std::vector<uint8_t>* buf : {&o.k, &o.v}) {
     buf->resize(static_cast<size_t>(elems) * elem);
+
     if (elem == 4) {
       const Buffer r = RandomBuffer(static_cast<size_t>(elems), buf == &o.k ? 1 : 2);
       std::memcpy(buf->data(), r.get(), buf->size());

@@ -19,6 +19,7 @@
 
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "src/kernels/cast-inl.h"
 #include "src/kernels/common-inl.h"
 #include "src/kernels/exp-inl.h"
 #include "src/kernels/gemm-inl.h"
@@ -181,25 +182,25 @@ constexpr size_t kPrefetchRows = 8;
 // s[r * ld + j] = scale * dot(k_r, q_j), k_r = k + r * k_seq, q_j = q + j * dk, for r < bk,
 // j < kCols. Two keys at a time: 2 * kCols independent FMA chains held in registers.
 // Decode streams K from memory, so each row asks for the one kPrefetchRows ahead within the
-// block (never an address past it).
-template <size_t kCols>
-HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t bk,
+// block (never an address past it). K's elements: float, or Bf16/F16 widened in registers.
+template <size_t kCols, class T>
+HWY_INLINE void ScoresByRowsT(const T* HWY_RESTRICT k, size_t k_seq, size_t bk,
                               const float* HWY_RESTRICT q, size_t dk, float scale,
                               float* HWY_RESTRICT s, size_t ld) {
   const DF d;
   const size_t N = hn::Lanes(d);
   for (size_t r = 0; r < bk; r += 2) {
-    const float* k0 = k + r * k_seq;
-    const float* k1 = r + 1 < bk ? k0 + k_seq : k0;  // odd tail: row r again, discarded
+    const T* k0 = k + r * k_seq;
+    const T* k1 = r + 1 < bk ? k0 + k_seq : k0;  // odd tail: row r again, discarded
     const size_t end = std::min(bk, r + 2 + kPrefetchRows);  // rows r + 8 and r + 9
     for (size_t ahead = r + kPrefetchRows; ahead < end; ++ahead) {
-      for (size_t p = 0; p < dk; p += kFloatsPerLine) hwy::Prefetch(k + ahead * k_seq + p);
+      for (size_t p = 0; p < dk; p += 64 / sizeof(T)) hwy::Prefetch(k + ahead * k_seq + p);
     }
     VF acc0[kCols], acc1[kCols];
     for (size_t j = 0; j < kCols; ++j) acc0[j] = acc1[j] = hn::Zero(d);
     size_t p = 0;
     for (; p + N <= dk; p += N) {
-      const VF kv0 = hn::LoadU(d, k0 + p), kv1 = hn::LoadU(d, k1 + p);
+      const VF kv0 = LoadWide(d, k0 + p), kv1 = LoadWide(d, k1 + p);
       for (size_t j = 0; j < kCols; ++j) {
         const VF qv = hn::LoadU(d, q + j * dk + p);
         acc0[j] = hn::MulAdd(kv0, qv, acc0[j]);
@@ -207,8 +208,8 @@ HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t 
       }
     }
     if (p < dk) {
-      const VF kv0 = LoadPartial(d, k0 + p, dk - p, 0.0f);
-      const VF kv1 = LoadPartial(d, k1 + p, dk - p, 0.0f);
+      const VF kv0 = LoadWidePartial(d, k0 + p, dk - p);
+      const VF kv1 = LoadWidePartial(d, k1 + p, dk - p);
       for (size_t j = 0; j < kCols; ++j) {
         const VF qv = LoadPartial(d, q + j * dk + p, dk - p, 0.0f);
         acc0[j] = hn::MulAdd(kv0, qv, acc0[j]);
@@ -225,8 +226,8 @@ HWY_INLINE void ScoresByRowsT(const float* HWY_RESTRICT k, size_t k_seq, size_t 
 // One pass of AccumulateByRowsT over the kChunks vectors of O^T rows [i0, i0 + kChunks * N)
 // (whole vectors, or one vector of w < N rows when kChunks == 1): kCols * kChunks
 // accumulators, each V row of the block read once per pass.
-template <size_t kCols, size_t kChunks>
-HWY_INLINE void AccumulatePass(const float* HWY_RESTRICT v, size_t v_seq, size_t bk,
+template <size_t kCols, size_t kChunks, class T>
+HWY_INLINE void AccumulatePass(const T* HWY_RESTRICT v, size_t v_seq, size_t bk,
                                const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
                                size_t ldo, size_t i0, size_t w, bool prefetch, size_t dv) {
   const DF d;
@@ -239,14 +240,14 @@ HWY_INLINE void AccumulatePass(const float* HWY_RESTRICT v, size_t v_seq, size_t
       acc[j][u] = hn::Load(d, col);
     }
   }
-  const float* vr = v + i0;
+  const T* vr = v + i0;
   for (size_t r = 0; r < bk; ++r, vr += v_seq) {
     if (prefetch && r + kPrefetchRows < bk) {
-      for (size_t i = 0; i < dv; i += kFloatsPerLine) hwy::Prefetch(vr - i0 + kPrefetchRows * v_seq + i);
+      for (size_t i = 0; i < dv; i += 64 / sizeof(T)) hwy::Prefetch(vr - i0 + kPrefetchRows * v_seq + i);
     }
     VF vv[kChunks];
     for (size_t u = 0; u < kChunks; ++u) {
-      vv[u] = w == N ? hn::LoadU(d, vr + u * N) : LoadPartial(d, vr, w, 0.0f);
+      vv[u] = w == N ? LoadWide(d, vr + u * N) : LoadWidePartial(d, vr, w);
     }
     for (size_t j = 0; j < kCols; ++j) {
       const VF pj = hn::Set(d, p[r * ld + j]);
@@ -264,19 +265,20 @@ HWY_INLINE void AccumulatePass(const float* HWY_RESTRICT v, size_t v_seq, size_t
 // o[i * ldo + j] += sum_{r < bk} v_r[i] * p[r * ld + j] for i < dv, j < kCols (O^T columns),
 // v_r = v + r * v_seq; the sum over r runs in order for every element. Passes of up to 4
 // vectors of O^T rows (16 accumulators), so a V block is read dv / (4 N) times, not dv / N.
-// V rows are prefetched as K rows in ScoresByRowsT, during the first pass.
-template <size_t kCols>
-HWY_INLINE void AccumulateByRowsT(const float* HWY_RESTRICT v, size_t v_seq, size_t bk,
+// V rows are prefetched as K rows in ScoresByRowsT, during the first pass. V's elements: float,
+// or Bf16/F16 widened in registers.
+template <size_t kCols, class T>
+HWY_INLINE void AccumulateByRowsT(const T* HWY_RESTRICT v, size_t v_seq, size_t bk,
                                   const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
                                   size_t ldo, size_t dv) {
   constexpr size_t kChunks = kCols <= 4 ? 4 : 2;
   const size_t N = hn::Lanes(DF());
   size_t i0 = 0;
   for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
-    AccumulatePass<kCols, kChunks>(v, v_seq, bk, p, ld, o, ldo, i0, N, i0 == 0, dv);
+    AccumulatePass<kCols, kChunks, T>(v, v_seq, bk, p, ld, o, ldo, i0, N, i0 == 0, dv);
   }
   for (; i0 < dv; i0 += N) {
-    AccumulatePass<kCols, 1>(v, v_seq, bk, p, ld, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv);
+    AccumulatePass<kCols, 1, T>(v, v_seq, bk, p, ld, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv);
   }
 }
 
@@ -293,16 +295,18 @@ HWY_INLINE void AccumulateByRowsT(const float* HWY_RESTRICT v, size_t v_seq, siz
     default: CALL(8); break;            \
   }
 
-HWY_INLINE void ScoresByRows(const float* k, size_t k_seq, size_t bk, const float* q,
+template <class T>
+HWY_INLINE void ScoresByRows(const T* k, size_t k_seq, size_t bk, const float* q,
                              size_t ncols, size_t dk, float scale, float* s, size_t ld) {
-#define SIMDATTN_SCORES(C) ScoresByRowsT<C>(k, k_seq, bk, q, dk, scale, s, ld)
+#define SIMDATTN_SCORES(C) ScoresByRowsT<C, T>(k, k_seq, bk, q, dk, scale, s, ld)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_SCORES)
 #undef SIMDATTN_SCORES
 }
 
-HWY_INLINE void AccumulateByRows(const float* v, size_t v_seq, size_t bk, const float* p,
+template <class T>
+HWY_INLINE void AccumulateByRows(const T* v, size_t v_seq, size_t bk, const float* p,
                                  size_t ld, size_t ncols, float* o, size_t ldo, size_t dv) {
-#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(v, v_seq, bk, p, ld, o, ldo, dv)
+#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C, T>(v, v_seq, bk, p, ld, o, ldo, dv)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_ACCUMULATE)
 #undef SIMDATTN_ACCUMULATE
 }

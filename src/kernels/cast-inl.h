@@ -81,6 +81,32 @@ HWY_INLINE void WidenRow(int dtype, const void* HWY_RESTRICT src, size_t n, floa
   }
 }
 
+// Element types of K/V rows that the decode kernels read in place and widen in registers
+// (LoadWide); float rows load as they are.
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+HWY_INLINE VF LoadWide(DF d, const float* HWY_RESTRICT p) { return hn::LoadU(d, p); }
+HWY_INLINE VF LoadWide(DF d, const Bf16* HWY_RESTRICT p) {
+  return WidenBits<Half::kBf16>(d, hn::PromoteTo(DU32(), hn::LoadU(DU16(), &p->bits)));
+}
+HWY_INLINE VF LoadWide(DF d, const F16* HWY_RESTRICT p) {
+  return WidenBits<Half::kF16>(d, hn::PromoteTo(DU32(), hn::LoadU(DU16(), &p->bits)));
+}
+// Lanes [0, n) of p widened, the others 0; 0 < n <= Lanes(d). Never reads past p + n.
+HWY_INLINE VF LoadWidePartial(DF d, const float* HWY_RESTRICT p, size_t n) {
+  return LoadPartial(d, p, n, 0.0f);
+}
+template <class T>
+HWY_INLINE VF LoadWidePartial(DF d, const T* HWY_RESTRICT p, size_t n) {
+  HWY_ALIGN T buf[kMaxLanesF] = {};
+  memcpy(buf, p, n * sizeof(T));
+  return LoadWide(d, buf);
+}
+
 // bf16 bit patterns (in u32 lanes) of a vector of floats: the high half, rounded to nearest even
 // on the low 16 bits. A NaN skips the rounding (it could carry into inf): it keeps its sign and
 // high payload and gets the quiet bit.
