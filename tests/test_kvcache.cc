@@ -255,12 +255,8 @@ TEST_CASE("window, softcap, ALiBi and sinks through the cache") {
 
 // Long sequences with few tasks: the keys are split into ranges merged by LSE.
 SdpaCase LongDecode() {
-  SdpaCase c;
-  c.batch = 1, c.heads = 8, c.kv_heads = 2, c.q_len = 1, c.d_k = 64, c.d_v = 64;
-  c.kv_lens = {9000};
-  c.kv_len = 9000;
-  c.causal = SIMDATTN_CAUSAL_BOTTOM_RIGHT;
-  c.lse = true;
+  SdpaCase c = DecodeCase(1, SIMDATTN_CAUSAL_BOTTOM_RIGHT);
+  c.batch = 1, c.d_k = c.d_v = 64, c.kv_lens = {9000}, c.kv_len = 9000;
   return c;
 }
 
