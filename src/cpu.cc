@@ -193,7 +193,7 @@ GemmBlocking DeriveGemmBlocking(const CpuInfo& cpu, int64_t mr, int64_t nr) {
 
 int64_t AttentionBlockKeys(const CpuInfo& cpu, int64_t nr) {
   if (cpu.l1d.size <= 0) return 128;
-  return std::clamp<int64_t>(RoundDown(cpu.l1d.size / 2 / (nr * 4), 32), 64, 256);
+  return std::clamp<int64_t>(RoundDown(cpu.l1d.size / 2 / (nr * 4), 32), 64, kMaxAttentionBlockKeys);
 }
 
 bool ParseGemmBlocking(const char* text, int64_t mr, int64_t nr, GemmBlocking* b) {

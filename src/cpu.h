@@ -56,10 +56,12 @@ struct GemmBlocking {
 // (kc 256, mc 192 rounded to mr, nc 2048).
 GemmBlocking DeriveGemmBlocking(const CpuInfo& cpu, int64_t mr, int64_t nr);
 
+// The most keys AttentionBlockKeys returns (bounds per-block arrays on the stack).
+constexpr int64_t kMaxAttentionBlockKeys = 256;
 // Keys per block of the fused attention sweep for an NR-column register tile: the P^T panel
 // (keys x NR floats) that the P V microkernel keeps in L1 gets half of it, like the B
 // micro-panel of the GEMM: L1D / 2 / (NR * 4), rounded down to a multiple of 32 within
-// [64, 256]; 128 when L1D is unknown. Zen 4 (32 KiB): 128; 48 KiB L1D: 192.
+// [64, kMaxAttentionBlockKeys]; 128 when L1D is unknown. Zen 4 (32 KiB): 128; 48 KiB L1D: 192.
 int64_t AttentionBlockKeys(const CpuInfo& cpu, int64_t nr);
 
 // Parses "KC,MC,NC" (SIMDATTN_GEMM_BLOCKING) into b, each clamped to the ranges above and

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
@@ -180,56 +181,77 @@ constexpr size_t kFloatsPerLine = 64 / sizeof(float);
 constexpr size_t kPrefetchRows = 8;
 
 // s[r * ld + j] = scale * dot(k_r, q_j), k_r = k + r * k_seq, q_j = q + j * dk, for r < bk,
-// j < kCols. Two keys at a time: 2 * kCols independent FMA chains held in registers.
+// j < kCols. kRows keys at a time: kRows * kCols independent FMA chains held in registers.
 // Decode streams K from memory, so each row asks for the one kPrefetchRows ahead within the
 // block (never an address past it). K's elements: float, or Bf16/F16 widened in registers.
 template <size_t kCols, class T>
 HWY_INLINE void ScoresByRowsT(const T* HWY_RESTRICT k, size_t k_seq, size_t bk,
                               const float* HWY_RESTRICT q, size_t dk, float scale,
                               float* HWY_RESTRICT s, size_t ld) {
+  // Keys per step: 4 for up to 4 columns (16 accumulators; each Q vector load feeds 4 FMAs,
+  // so loads stop limiting a core with one 512-bit load per cycle), else 2.
+  constexpr size_t kRows = kCols <= 4 ? 4 : 2;
   const DF d;
   const size_t N = hn::Lanes(d);
-  for (size_t r = 0; r < bk; r += 2) {
-    const T* k0 = k + r * k_seq;
-    const T* k1 = r + 1 < bk ? k0 + k_seq : k0;  // odd tail: row r again, discarded
-    const size_t end = std::min(bk, r + 2 + kPrefetchRows);  // rows r + 8 and r + 9
+  for (size_t r = 0; r < bk; r += kRows) {
+    const T* kr[kRows];
+    for (size_t u = 0; u < kRows; ++u) {  // a short tail repeats row r, discarded
+      kr[u] = k + (r + u < bk ? r + u : r) * k_seq;
+    }
+    const size_t end = std::min(bk, r + kRows + kPrefetchRows);
     for (size_t ahead = r + kPrefetchRows; ahead < end; ++ahead) {
       for (size_t p = 0; p < dk; p += 64 / sizeof(T)) hwy::Prefetch(k + ahead * k_seq + p);
     }
-    VF acc0[kCols], acc1[kCols];
-    for (size_t j = 0; j < kCols; ++j) acc0[j] = acc1[j] = hn::Zero(d);
-    size_t p = 0;
-    for (; p + N <= dk; p += N) {
-      const VF kv0 = LoadWide(d, k0 + p), kv1 = LoadWide(d, k1 + p);
+    VF acc[kRows][kCols];
+    for (size_t u = 0; u < kRows; ++u) {
+      for (size_t j = 0; j < kCols; ++j) acc[u][j] = hn::Zero(d);
+    }
+    for (size_t p = 0; p < dk; p += N) {
+      const size_t n = std::min(N, dk - p);
+      VF kv[kRows];
+      for (size_t u = 0; u < kRows; ++u) {
+        kv[u] = n == N ? LoadWide(d, kr[u] + p) : LoadWidePartial(d, kr[u] + p, n);
+      }
       for (size_t j = 0; j < kCols; ++j) {
-        const VF qv = hn::LoadU(d, q + j * dk + p);
-        acc0[j] = hn::MulAdd(kv0, qv, acc0[j]);
-        acc1[j] = hn::MulAdd(kv1, qv, acc1[j]);
+        const VF qv = n == N ? hn::LoadU(d, q + j * dk + p) : LoadPartial(d, q + j * dk + p, n, 0.0f);
+        for (size_t u = 0; u < kRows; ++u) acc[u][j] = hn::MulAdd(kv[u], qv, acc[u][j]);
       }
     }
-    if (p < dk) {
-      const VF kv0 = LoadWidePartial(d, k0 + p, dk - p);
-      const VF kv1 = LoadWidePartial(d, k1 + p, dk - p);
+    for (size_t u = 0; u < kRows && r + u < bk; ++u) {
       for (size_t j = 0; j < kCols; ++j) {
-        const VF qv = LoadPartial(d, q + j * dk + p, dk - p, 0.0f);
-        acc0[j] = hn::MulAdd(kv0, qv, acc0[j]);
-        acc1[j] = hn::MulAdd(kv1, qv, acc1[j]);
+        s[(r + u) * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc[u][j]));
       }
-    }
-    for (size_t j = 0; j < kCols; ++j) {
-      s[r * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc0[j]));
-      if (r + 1 < bk) s[(r + 1) * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc1[j]));
     }
   }
 }
 
+// Rows of a block of V (or of merged pieces): row j at base + j * seq (a strided tensor), or the
+// j-th of a list (rows gathered through a paged cache's block table, or merge pieces).
+// Elements: float, or Bf16/F16 (LoadWide).
+template <class T = float>
+struct StridedRows {
+  const T* base;
+  size_t seq;
+  const T* operator[](size_t j) const { return base + j * seq; }
+};
+template <class T>
+StridedRows(const T*, size_t) -> StridedRows<T>;
+template <class T = float>
+struct ListedRows {
+  const T* const* rows;
+  const T* operator[](size_t j) const { return rows[j]; }
+};
+template <class T>
+ListedRows(const T* const*) -> ListedRows<T>;
+
 // One pass of AccumulateByRowsT over the kChunks vectors of O^T rows [i0, i0 + kChunks * N)
 // (whole vectors, or one vector of w < N rows when kChunks == 1): kCols * kChunks
 // accumulators, each V row of the block read once per pass.
-template <size_t kCols, size_t kChunks, class T>
-HWY_INLINE void AccumulatePass(const T* HWY_RESTRICT v, size_t v_seq, size_t bk,
-                               const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
-                               size_t ldo, size_t i0, size_t w, bool prefetch, size_t dv) {
+template <size_t kCols, size_t kChunks, class Rows>
+HWY_INLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
+                               float* HWY_RESTRICT o, size_t ldo, size_t i0, size_t w,
+                               bool prefetch, size_t dv) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   const DF d;
   const size_t N = hn::Lanes(d);
   HWY_ALIGN float col[kMaxLanesF];
@@ -240,11 +262,12 @@ HWY_INLINE void AccumulatePass(const T* HWY_RESTRICT v, size_t v_seq, size_t bk,
       acc[j][u] = hn::Load(d, col);
     }
   }
-  const T* vr = v + i0;
-  for (size_t r = 0; r < bk; ++r, vr += v_seq) {
+  for (size_t r = 0; r < bk; ++r) {
     if (prefetch && r + kPrefetchRows < bk) {
-      for (size_t i = 0; i < dv; i += 64 / sizeof(T)) hwy::Prefetch(vr - i0 + kPrefetchRows * v_seq + i);
+      const T* ahead = rows[r + kPrefetchRows];
+      for (size_t i = 0; i < dv; i += 64 / sizeof(T)) hwy::Prefetch(ahead + i);
     }
+    const T* vr = rows[r] + i0;
     VF vv[kChunks];
     for (size_t u = 0; u < kChunks; ++u) {
       vv[u] = w == N ? LoadWide(d, vr + u * N) : LoadWidePartial(d, vr, w);
@@ -263,22 +286,20 @@ HWY_INLINE void AccumulatePass(const T* HWY_RESTRICT v, size_t v_seq, size_t bk,
 }
 
 // o[i * ldo + j] += sum_{r < bk} v_r[i] * p[r * ld + j] for i < dv, j < kCols (O^T columns),
-// v_r = v + r * v_seq; the sum over r runs in order for every element. Passes of up to 4
-// vectors of O^T rows (16 accumulators), so a V block is read dv / (4 N) times, not dv / N.
-// V rows are prefetched as K rows in ScoresByRowsT, during the first pass. V's elements: float,
-// or Bf16/F16 widened in registers.
-template <size_t kCols, class T>
-HWY_INLINE void AccumulateByRowsT(const T* HWY_RESTRICT v, size_t v_seq, size_t bk,
-                                  const float* HWY_RESTRICT p, size_t ld, float* HWY_RESTRICT o,
-                                  size_t ldo, size_t dv) {
+// v_r = rows[r]; the sum over r runs in order for every element. Passes of up to 4 vectors of
+// O^T rows (16 accumulators), so a V block is read dv / (4 N) times, not dv / N. V rows are
+// prefetched as K rows in ScoresByRowsT, during the first pass.
+template <size_t kCols, class Rows>
+HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
+                                  size_t ld, float* HWY_RESTRICT o, size_t ldo, size_t dv) {
   constexpr size_t kChunks = kCols <= 4 ? 4 : 2;
   const size_t N = hn::Lanes(DF());
   size_t i0 = 0;
   for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
-    AccumulatePass<kCols, kChunks, T>(v, v_seq, bk, p, ld, o, ldo, i0, N, i0 == 0, dv);
+    AccumulatePass<kCols, kChunks>(rows, bk, p, ld, o, ldo, i0, N, i0 == 0, dv);
   }
   for (; i0 < dv; i0 += N) {
-    AccumulatePass<kCols, 1, T>(v, v_seq, bk, p, ld, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv);
+    AccumulatePass<kCols, 1>(rows, bk, p, ld, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv);
   }
 }
 
@@ -303,10 +324,10 @@ HWY_INLINE void ScoresByRows(const T* k, size_t k_seq, size_t bk, const float* q
 #undef SIMDATTN_SCORES
 }
 
-template <class T>
-HWY_INLINE void AccumulateByRows(const T* v, size_t v_seq, size_t bk, const float* p,
-                                 size_t ld, size_t ncols, float* o, size_t ldo, size_t dv) {
-#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C, T>(v, v_seq, bk, p, ld, o, ldo, dv)
+template <class Rows>
+HWY_INLINE void AccumulateByRows(const Rows& rows, size_t bk, const float* p, size_t ld,
+                                 size_t ncols, float* o, size_t ldo, size_t dv) {
+#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(rows, bk, p, ld, o, ldo, dv)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_ACCUMULATE)
 #undef SIMDATTN_ACCUMULATE
 }
@@ -374,17 +395,6 @@ HWY_INLINE LaneSoftmax SoftmaxLanes(VF s, float sink, float* HWY_RESTRICT p_out)
   const VF e_sink = ExpNonPositive(d, hn::Sub(hn::Set(d, sink), m_safe));
   return LaneSoftmax{hn::GetLane(vmax), hn::GetLane(hn::Add(hn::SumOfLanes(d, e), e_sink))};
 }
-
-// Rows of WeightedRowsT: row j at base + j * seq (V rows), or the j-th of a pointer list.
-struct StridedRows {
-  const float* base;
-  size_t seq;
-  const float* operator[](size_t j) const { return base + j * seq; }
-};
-struct ListedRows {
-  const float* const* rows;
-  const float* operator[](size_t j) const { return rows[j]; }
-};
 
 // out[0:dv] = inv * sum_{j < nk} p[j] * rows[j] (+ out[0:dv] first when accumulate), the sum
 // over j in order for every element. Each group of 4 vectors of out is read from every row

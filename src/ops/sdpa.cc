@@ -333,15 +333,15 @@ void ForEachPageRun(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t k0,
   }
 }
 
-// f(rows) with the cache's rows as their element type (float, Bf16 or F16).
+// f(T{}) with T the cache's element type (float, Bf16 or F16).
 template <class Fn>
-void WithElements(int dtype, const char* rows, const Fn& f) {
+void WithElementType(int dtype, const Fn& f) {
   if (dtype == SIMDATTN_DTYPE_BF16) {
-    f(reinterpret_cast<const Bf16*>(rows));
+    f(Bf16{});
   } else if (dtype == SIMDATTN_DTYPE_F16) {
-    f(reinterpret_cast<const F16*>(rows));
+    f(F16{});
   } else {
-    f(reinterpret_cast<const float*>(rows));
+    f(0.0f);
   }
 }
 
@@ -384,25 +384,31 @@ void PagedScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, con
   // V of these keys arrives while their scores and softmax run; K of the next block meanwhile.
   if (a.d_v > 0) PrefetchPaged(a, t, true, k0, bk, end);
   PrefetchPaged(a, t, false, k0 + bk, bk, end);
-  ForEachPageRun(a, t, false, k0, bk, [&](const char* row, int64_t r0, int64_t len) {
-    WithElements(a.pages->dtype, row, [&](const auto* k) {
-      ScoresByRows(k, seq, static_cast<size_t>(len), qt, static_cast<size_t>(c.n),
-                   static_cast<size_t>(a.d_k), a.scale, s + r0 * kBlockCols, kBlockCols);
+  WithElementType(a.pages->dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ForEachPageRun(a, t, false, k0, bk, [&](const char* row, int64_t r0, int64_t len) {
+      ScoresByRows(reinterpret_cast<const T*>(row), seq, static_cast<size_t>(len), qt,
+                   static_cast<size_t>(c.n), static_cast<size_t>(a.d_k), a.scale,
+                   s + r0 * kBlockCols, kBlockCols);
     });
   });
   MaskBlock(a, t, c, k0, bk, s);
 }
 
-// Decode over a paged cache: O^T += V[k0 : k0 + bk]^T P^T, V read in place page run by page run
-// (the sum over keys stays in key order: the same bits as one pass).
+// Decode over a paged cache: O^T += V[k0 : k0 + bk]^T P^T, V read in place through a list of
+// the block's row addresses (one accumulation pass over the whole block, as for a strided V).
 void PagedAccumulate(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k0,
                      int64_t bk, const float* p, float* o) {
-  const size_t seq = static_cast<size_t>(a.kv_heads * a.d_v);
-  ForEachPageRun(a, t, true, k0, bk, [&](const char* row, int64_t r0, int64_t len) {
-    WithElements(a.pages->dtype, row, [&](const auto* v) {
-      AccumulateByRows(v, seq, static_cast<size_t>(len), p + r0 * kBlockCols, kBlockCols,
-                       static_cast<size_t>(c.n), o, kBlockCols, static_cast<size_t>(a.d_v));
+  const size_t step = static_cast<size_t>(a.kv_heads * a.d_v) *
+                      (a.pages->dtype == SIMDATTN_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t));
+  WithElementType(a.pages->dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* rows[kMaxAttentionBlockKeys];
+    ForEachPageRun(a, t, true, k0, bk, [&](const char* row, int64_t r0, int64_t len) {
+      for (int64_t r = 0; r < len; ++r) rows[r0 + r] = reinterpret_cast<const T*>(row + r * step);
     });
+    AccumulateByRows(ListedRows<T>{rows}, static_cast<size_t>(bk), p, kBlockCols,
+                     static_cast<size_t>(c.n), o, kBlockCols, static_cast<size_t>(a.d_v));
   });
 }
 
@@ -468,7 +474,8 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
     }
     const float* vb = KvRows(a, t, true, k0, bk, hi, pack_v, vbuf, &v_seq);
     if (ByRows(c)) {
-      AccumulateByRows(vb, v_seq, bk, s, kBlockCols, c.n, o, kBlockCols, a.d_v);
+      AccumulateByRows(StridedRows<float>{vb, v_seq}, static_cast<size_t>(bk), s, kBlockCols,
+                       static_cast<size_t>(c.n), o, kBlockCols, static_cast<size_t>(a.d_v));
     } else {
       MacroKernel(a.d_v, c.n, bk, vb, 1, v_seq, kMR, PanelsB{s, NR(), kBlockCols}, o, kBlockCols,
                   1.0f, 1.0f);
