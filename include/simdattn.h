@@ -326,8 +326,12 @@ SIMDATTN_API void simdattn_kv_cache_init(simdattn_kv_cache* cache);
  * options->kv_heads must be 0 or equal cache->kv_heads (else BAD_SHAPE); options->mask, ->kv_lens,
  * ->weights must be NULL and its k/v strides zero (else BAD_ARGUMENT); options->lse
  * [batch, heads, q_len] as in simdattn_sdpa. Results are bitwise identical for any thread count.
- * Decode (few query columns per kv head, long sequences) splits each sequence into fixed key
- * ranges merged by their LSE in index order, as simdattn_sdpa does.
+ * Sequences of 1024 keys or more are split into fixed ranges of 512 keys (a shape property),
+ * run range by range across the kv heads (a page holds every kv head's rows) and merged by
+ * their LSE in index order; simdattn_sdpa splits differently (2048 keys, few tasks only), so
+ * the two round differently on long sequences. Decode (up to 8 query columns per kv head)
+ * reads K/V in place and widens them in registers; longer query blocks widen each block of
+ * keys once into an L1 buffer.
  * Sizes, strides and empty sizes follow simdattn_sdpa: negative sizes or strides, d_k < 1, and
  * element or byte counts overflowing int64 -> BAD_SHAPE; batch, heads or q_len == 0 -> OK with
  * nothing written (NULL allowed for buffers without elements, seq_lens included when batch == 0);
