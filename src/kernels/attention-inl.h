@@ -180,14 +180,33 @@ constexpr size_t kFloatsPerLine = 64 / sizeof(float);
 // 32768: 29.8 -> 35.9 GFLOP/s; kv 4096: 27.4 -> 42.5).
 constexpr size_t kPrefetchRows = 8;
 
-// s[r * ld + j] = scale * dot(k_r, q_j), k_r = k + r * k_seq, q_j = q + j * dk, for r < bk,
-// j < kCols. kRows keys at a time: kRows * kCols independent FMA chains held in registers.
-// Decode streams K from memory, so each row asks for the one kPrefetchRows ahead within the
-// block (never an address past it). K's elements: float, or Bf16/F16 widened in registers.
-template <size_t kCols, class T>
-HWY_INLINE void ScoresByRowsT(const T* HWY_RESTRICT k, size_t k_seq, size_t bk,
-                              const float* HWY_RESTRICT q, size_t dk, float scale,
-                              float* HWY_RESTRICT s, size_t ld) {
+// Rows of a block of K or V (or of merged pieces): row j at base + j * seq (a strided tensor),
+// or the j-th of a list (rows gathered through a paged cache's block table, or merge pieces).
+// Elements: float, or Bf16/F16 (LoadWide).
+template <class T = float>
+struct StridedRows {
+  const T* base;
+  size_t seq;
+  const T* operator[](size_t j) const { return base + j * seq; }
+};
+template <class T>
+StridedRows(const T*, size_t) -> StridedRows<T>;
+template <class T = float>
+struct ListedRows {
+  const T* const* rows;
+  const T* operator[](size_t j) const { return rows[j]; }
+};
+template <class T>
+ListedRows(const T* const*) -> ListedRows<T>;
+
+// s[r * ld + j] = scale * dot(k_r, q_j), k_r = rows[r], q_j = q + j * dk, for r < bk, j < kCols.
+// kRows keys at a time: kRows * kCols independent FMA chains held in registers. Decode streams
+// K from memory, so each step asks for the rows kPrefetchRows ahead within the block (never an
+// address past it). K's elements: float, or Bf16/F16 widened in registers.
+template <size_t kCols, class Rows>
+HWY_INLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT q, size_t dk,
+                              float scale, float* HWY_RESTRICT s, size_t ld) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   // Keys per step: 4 for up to 4 columns (16 accumulators; each Q vector load feeds 4 FMAs,
   // so loads stop limiting a core with one 512-bit load per cycle), else 2.
   constexpr size_t kRows = kCols <= 4 ? 4 : 2;
@@ -196,11 +215,12 @@ HWY_INLINE void ScoresByRowsT(const T* HWY_RESTRICT k, size_t k_seq, size_t bk,
   for (size_t r = 0; r < bk; r += kRows) {
     const T* kr[kRows];
     for (size_t u = 0; u < kRows; ++u) {  // a short tail repeats row r, discarded
-      kr[u] = k + (r + u < bk ? r + u : r) * k_seq;
+      kr[u] = rows[r + u < bk ? r + u : r];
     }
     const size_t end = std::min(bk, r + kRows + kPrefetchRows);
     for (size_t ahead = r + kPrefetchRows; ahead < end; ++ahead) {
-      for (size_t p = 0; p < dk; p += 64 / sizeof(T)) hwy::Prefetch(k + ahead * k_seq + p);
+      const T* row = rows[ahead];
+      for (size_t p = 0; p < dk; p += 64 / sizeof(T)) hwy::Prefetch(row + p);
     }
     VF acc[kRows][kCols];
     for (size_t u = 0; u < kRows; ++u) {
@@ -224,25 +244,6 @@ HWY_INLINE void ScoresByRowsT(const T* HWY_RESTRICT k, size_t k_seq, size_t bk,
     }
   }
 }
-
-// Rows of a block of V (or of merged pieces): row j at base + j * seq (a strided tensor), or the
-// j-th of a list (rows gathered through a paged cache's block table, or merge pieces).
-// Elements: float, or Bf16/F16 (LoadWide).
-template <class T = float>
-struct StridedRows {
-  const T* base;
-  size_t seq;
-  const T* operator[](size_t j) const { return base + j * seq; }
-};
-template <class T>
-StridedRows(const T*, size_t) -> StridedRows<T>;
-template <class T = float>
-struct ListedRows {
-  const T* const* rows;
-  const T* operator[](size_t j) const { return rows[j]; }
-};
-template <class T>
-ListedRows(const T* const*) -> ListedRows<T>;
 
 // One pass of AccumulateByRowsT over the kChunks vectors of O^T rows [i0, i0 + kChunks * N)
 // (whole vectors, or one vector of w < N rows when kChunks == 1): kCols * kChunks
@@ -316,10 +317,10 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
     default: CALL(8); break;            \
   }
 
-template <class T>
-HWY_INLINE void ScoresByRows(const T* k, size_t k_seq, size_t bk, const float* q,
-                             size_t ncols, size_t dk, float scale, float* s, size_t ld) {
-#define SIMDATTN_SCORES(C) ScoresByRowsT<C, T>(k, k_seq, bk, q, dk, scale, s, ld)
+template <class Rows>
+HWY_INLINE void ScoresByRows(const Rows& rows, size_t bk, const float* q, size_t ncols, size_t dk,
+                             float scale, float* s, size_t ld) {
+#define SIMDATTN_SCORES(C) ScoresByRowsT<C>(rows, bk, q, dk, scale, s, ld)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_SCORES)
 #undef SIMDATTN_SCORES
 }

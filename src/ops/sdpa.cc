@@ -261,7 +261,8 @@ void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k
 void ScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
                 int64_t k0, int64_t bk, const float* k, size_t k_seq, float* s) {
   if (ByRows(c)) {
-    ScoresByRows(k, k_seq, bk, qt, c.n, a.d_k, a.scale, s, kBlockCols);
+    ScoresByRows(StridedRows<float>{k, k_seq}, static_cast<size_t>(bk), qt,
+                 static_cast<size_t>(c.n), static_cast<size_t>(a.d_k), a.scale, s, kBlockCols);
   } else {
     MacroKernel(bk, c.n, a.d_k, k, k_seq, 1, kMR * k_seq, PanelsB{qt, NR(), kBlockCols}, s,
                 kBlockCols, a.scale, 0.0f);
@@ -345,10 +346,11 @@ void WithElementType(int dtype, const Fn& f) {
   }
 }
 
-// Asks for the rows of keys [k0, min(k0 + bk, end)) of the task's K (V when is_v) into L2: rows
-// kv_heads * d apart (2-4 KiB: a 4 KiB page holds one or two of a head's), which the hardware
+// Asks for the rows of keys [k0, min(k0 + bk, end)) of the task's K (V when is_v) into L2 (the
+// widening copy path; decode's kernels prefetch their listed rows themselves): rows
+// kv_heads * d apart (2-4 KiB, one or two of a head's per 4 KiB page), which the hardware
 // prefetchers do not follow. Into L2, not L1: a block's rows are more lines than L1 can have in
-// flight (measured on Zen 4, bf16 decode: 15.6 -> 14.9 ms, batch 16: 52.7 -> 34.4 ms).
+// flight.
 void PrefetchPaged(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t k0, int64_t bk,
                    int64_t end) {
   if (k0 >= end) return;
@@ -376,37 +378,38 @@ const float* PagedRows(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t 
   return buf;
 }
 
-// Decode (ByRows) over a paged cache: S^T of keys [k0, k0 + bk) read in place and widened in
-// registers, page run by page run, then masked.
+// rows[r] = the row of key k0 + r (r < bk) of the task's K (V when is_v) in the paged cache.
+template <class T>
+void PagedRowList(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t k0, int64_t bk,
+                  const T** rows) {
+  const size_t step = static_cast<size_t>(a.kv_heads * (is_v ? a.d_v : a.d_k)) * sizeof(T);
+  ForEachPageRun(a, t, is_v, k0, bk, [&](const char* row, int64_t r0, int64_t len) {
+    for (int64_t r = 0; r < len; ++r) rows[r0 + r] = reinterpret_cast<const T*>(row + r * step);
+  });
+}
+
+// Decode (ByRows) over a paged cache: S^T of keys [k0, k0 + bk) read in place through the list
+// of their rows and widened in registers, then masked.
 void PagedScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
-                     int64_t k0, int64_t bk, int64_t end, float* s) {
-  const size_t seq = static_cast<size_t>(a.kv_heads * a.d_k);  // elements between keys' rows
-  // V of these keys arrives while their scores and softmax run; K of the next block meanwhile.
-  if (a.d_v > 0) PrefetchPaged(a, t, true, k0, bk, end);
-  PrefetchPaged(a, t, false, k0 + bk, bk, end);
+                     int64_t k0, int64_t bk, float* s) {
   WithElementType(a.pages->dtype, [&](auto tag) {
     using T = decltype(tag);
-    ForEachPageRun(a, t, false, k0, bk, [&](const char* row, int64_t r0, int64_t len) {
-      ScoresByRows(reinterpret_cast<const T*>(row), seq, static_cast<size_t>(len), qt,
-                   static_cast<size_t>(c.n), static_cast<size_t>(a.d_k), a.scale,
-                   s + r0 * kBlockCols, kBlockCols);
-    });
+    const T* rows[kMaxAttentionBlockKeys];
+    PagedRowList(a, t, false, k0, bk, rows);
+    ScoresByRows(ListedRows<T>{rows}, static_cast<size_t>(bk), qt, static_cast<size_t>(c.n),
+                 static_cast<size_t>(a.d_k), a.scale, s, kBlockCols);
   });
   MaskBlock(a, t, c, k0, bk, s);
 }
 
-// Decode over a paged cache: O^T += V[k0 : k0 + bk]^T P^T, V read in place through a list of
-// the block's row addresses (one accumulation pass over the whole block, as for a strided V).
+// Decode over a paged cache: O^T += V[k0 : k0 + bk]^T P^T, V read in place through the list of
+// the block's rows (one accumulation pass over the whole block, as for a strided V).
 void PagedAccumulate(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k0,
                      int64_t bk, const float* p, float* o) {
-  const size_t step = static_cast<size_t>(a.kv_heads * a.d_v) *
-                      (a.pages->dtype == SIMDATTN_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t));
   WithElementType(a.pages->dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* rows[kMaxAttentionBlockKeys];
-    ForEachPageRun(a, t, true, k0, bk, [&](const char* row, int64_t r0, int64_t len) {
-      for (int64_t r = 0; r < len; ++r) rows[r0 + r] = reinterpret_cast<const T*>(row + r * step);
-    });
+    PagedRowList(a, t, true, k0, bk, rows);
     AccumulateByRows(ListedRows<T>{rows}, static_cast<size_t>(bk), p, kBlockCols,
                      static_cast<size_t>(c.n), o, kBlockCols, static_cast<size_t>(a.d_v));
   });
@@ -461,7 +464,7 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
     const int64_t bk = std::min(a.block_keys, hi - k0);
     size_t k_seq = 0, v_seq = 0;
     if (paged_rows) {
-      PagedScoreBlock(a, t, c, qt, k0, bk, hi, s);
+      PagedScoreBlock(a, t, c, qt, k0, bk, s);
     } else {
       const float* k = KvRows(a, t, false, k0, bk, hi, pack_k, kbuf, &k_seq);
       ScoreBlock(a, t, c, qt, k0, bk, k, k_seq, s);
