@@ -36,18 +36,17 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // final maximum of the x's), so its argument is <= 0, or -inf for a masked x.
 HWY_INLINE VF SafeMax(DF d, VF m) { return hn::IfThenZeroElse(hn::Eq(m, hn::Set(d, kNegInf)), m); }
 
-// One online-softmax step over a block of scores.
+// One online-softmax step over a block of scores, without the rescale of the output:
 // s: bk rows (keys) x ncols columns (queries), ld apart, ncols a multiple of Lanes; turned into
-// exp(s - m_new) in place. m, l: running max and sum per column (ncols each), updated.
-// o: dv rows x ncols (ldo apart), rescaled by exp(m_old - m_new) per column when m moved.
+// exp(s - m_new) in place. m, l: running max and sum per column (ncols each), updated; corr
+// (ncols): exp(m_old - m_new) per column, the factor the output accumulated so far takes.
 // A NaN or +inf score makes its column's l NaN for good (Exp and Max would otherwise drop it,
 // giving a finite or "fully masked" result): the query's out, lse and weights become NaN.
-HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols,
-                                  float* HWY_RESTRICT m, float* HWY_RESTRICT l,
-                                  float* HWY_RESTRICT o, size_t ldo, size_t dv) {
+HWY_INLINE void OnlineSoftmaxScores(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols,
+                                    float* HWY_RESTRICT m, float* HWY_RESTRICT l,
+                                    float* HWY_RESTRICT corr) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  const VF one = hn::Set(d, 1.0f);
   for (size_t c = 0; c < ncols; c += N) {
     VF block_max = hn::Set(d, kNegInf);
     auto nan = hn::FirstN(d, 0);  // all false
@@ -60,7 +59,7 @@ HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, s
     const VF m_old = hn::LoadU(d, m + c);
     const VF m_new = hn::Max(m_old, block_max);
     const VF m_safe = SafeMax(d, m_new);
-    const VF corr = ExpNonPositive(d, hn::Sub(m_old, m_safe));
+    const VF cv = ExpNonPositive(d, hn::Sub(m_old, m_safe));
     VF sum0 = hn::Zero(d), sum1 = hn::Zero(d);
     size_t r = 0;
     for (; r + 2 <= bk; r += 2) {
@@ -77,14 +76,29 @@ HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, s
       hn::StoreU(p0, d, s + r * ld + c);
       sum0 = hn::Add(sum0, p0);
     }
-    const VF l_new = hn::MulAdd(hn::LoadU(d, l + c), corr, hn::Add(sum0, sum1));
+    const VF l_new = hn::MulAdd(hn::LoadU(d, l + c), cv, hn::Add(sum0, sum1));
     hn::StoreU(hn::IfThenElse(poisoned, hn::Set(d, std::numeric_limits<float>::quiet_NaN()), l_new),
                d, l + c);
     hn::StoreU(m_new, d, m + c);
-    if (hn::AllTrue(d, hn::Eq(corr, one))) continue;
+    hn::StoreU(cv, d, corr + c);
+  }
+}
+
+// OnlineSoftmaxScores, then o (dv rows x ncols, ldo apart: O^T) rescaled by corr per column
+// where m moved. corr: ncols floats of scratch.
+HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols,
+                                  float* HWY_RESTRICT m, float* HWY_RESTRICT l,
+                                  float* HWY_RESTRICT o, size_t ldo, size_t dv,
+                                  float* HWY_RESTRICT corr) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  OnlineSoftmaxScores(s, ld, bk, ncols, m, l, corr);
+  for (size_t c = 0; c < ncols; c += N) {
+    const VF cv = hn::LoadU(d, corr + c);
+    if (hn::AllTrue(d, hn::Eq(cv, hn::Set(d, 1.0f)))) continue;
     for (size_t i = 0; i < dv; ++i) {
       float* orow = o + i * ldo + c;
-      hn::StoreU(hn::Mul(hn::LoadU(d, orow), corr), d, orow);
+      hn::StoreU(hn::Mul(hn::LoadU(d, orow), cv), d, orow);
     }
   }
 }
@@ -194,18 +208,87 @@ StridedRows(const T*, size_t) -> StridedRows<T>;
 template <class T = float>
 struct ListedRows {
   const T* const* rows;
-  const T* operator[](size_t j) const { return rows[j]; }
+  size_t off = 0;  // elements past each listed address (another kv head of the same key)
+  const T* operator[](size_t j) const { return rows[j] + off; }
 };
 template <class T>
 ListedRows(const T* const*) -> ListedRows<T>;
+template <class T>
+ListedRows(const T* const*, size_t) -> ListedRows<T>;
+
+// Rows a decode kernel asks into L2 while it streams its own, one per key it consumes (the rest
+// after its last key): the operand the caller reads next (V during the scores, the next block's
+// K during the accumulation), a whole block ahead, which the in-block prefetch below cannot be
+// when rows sit a page apart (a paged cache's kv heads interleave). Into L2: a block of V is as
+// large as L1D.
+template <class Rows>
+struct FarRows {
+  Rows rows;
+  size_t n, bytes;  // rows, bytes of each
+  HWY_INLINE void At(size_t r) const {
+    if (r >= n) return;
+    const char* row = reinterpret_cast<const char*>(rows[r]);
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+  }
+  HWY_INLINE void From(size_t r) const {
+    for (; r < n; ++r) At(r);
+  }
+};
+struct NoFarRows {
+  HWY_INLINE void At(size_t) const {}
+  HWY_INLINE void From(size_t) const {}
+};
+
+#if HWY_TARGET != HWY_SCALAR
+// Four accumulators -> one vector whose lanes 4b..4b+3 (128-bit block b) hold the sums of a0..a3
+// over their block b: 6 shuffles and 3 adds, where four SumOfLanes would each shuffle log2(N)
+// times.
+HWY_INLINE VF SumOfFourPerBlock(DF d, VF a0, VF a1, VF a2, VF a3) {
+  const hn::Repartition<double, DF> dw;
+  const VF t0 = hn::Add(hn::InterleaveLower(d, a0, a1), hn::InterleaveUpper(d, a0, a1));
+  const VF t1 = hn::Add(hn::InterleaveLower(d, a2, a3), hn::InterleaveUpper(d, a2, a3));
+  const auto w0 = hn::BitCast(dw, t0), w1 = hn::BitCast(dw, t1);
+  return hn::Add(hn::BitCast(d, hn::InterleaveLower(dw, w0, w1)),
+                 hn::BitCast(d, hn::InterleaveUpper(dw, w0, w1)));
+}
+
+// dst[q][0..3] = scale * (the lane sums of quad[q][0..3]) for q < 4: 16 dot products ended
+// together (the register transposes of SumOfFourPerBlock, then one add across blocks).
+HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[4][4], float scale, float* const (&dst)[4]) {
+  VF u[4];
+  for (size_t q = 0; q < 4; ++q) {
+    u[q] = SumOfFourPerBlock(d, quad[q][0], quad[q][1], quad[q][2], quad[q][3]);
+  }
+  HWY_ALIGN float sums[4 * 4];
+#if HWY_TARGET <= HWY_AVX3  // 4 blocks: u[q] -> block q of one vector
+  const VF s01 = hn::Add(hn::ConcatLowerLower(d, u[1], u[0]), hn::ConcatUpperUpper(d, u[1], u[0]));
+  const VF s23 = hn::Add(hn::ConcatLowerLower(d, u[3], u[2]), hn::ConcatUpperUpper(d, u[3], u[2]));
+  // s01 = [u0 02, u0 13, u1 02, u1 13] (blocks summed), likewise s23: quads 0, 2, 1, 3.
+  const VF all = hn::Add(hn::OddEvenBlocks(hn::SwapAdjacentBlocks(s23), s01),
+                         hn::OddEvenBlocks(s23, hn::SwapAdjacentBlocks(s01)));
+  hn::Store(hn::Mul(all, hn::Set(d, scale)), d, sums);
+  constexpr size_t kBlockOf[4] = {0, 2, 1, 3};
+#elif HWY_TARGET == HWY_AVX2  // 2 blocks
+  hn::Store(hn::Mul(hn::Add(hn::ConcatLowerLower(d, u[1], u[0]), hn::ConcatUpperUpper(d, u[1], u[0])),
+                    hn::Set(d, scale)), d, sums);
+  hn::Store(hn::Mul(hn::Add(hn::ConcatLowerLower(d, u[3], u[2]), hn::ConcatUpperUpper(d, u[3], u[2])),
+                    hn::Set(d, scale)), d, sums + 8);
+  constexpr size_t kBlockOf[4] = {0, 1, 2, 3};
+#else  // 1 block
+  for (size_t q = 0; q < 4; ++q) hn::Store(hn::Mul(u[q], hn::Set(d, scale)), d, sums + 4 * q);
+  constexpr size_t kBlockOf[4] = {0, 1, 2, 3};
+#endif
+  for (size_t q = 0; q < 4; ++q) memcpy(dst[q], sums + 4 * kBlockOf[q], 4 * sizeof(float));
+}
+#endif
 
 // s[r * ld + j] = scale * dot(k_r, q_j), k_r = rows[r], q_j = q + j * dk, for r < bk, j < kCols.
 // kRows keys at a time: kRows * kCols independent FMA chains held in registers. Decode streams
 // K from memory, so each step asks for the rows kPrefetchRows ahead within the block (never an
 // address past it). K's elements: float, or Bf16/F16 widened in registers.
-template <size_t kCols, class Rows>
+template <size_t kCols, class Rows, class Far>
 HWY_INLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT q, size_t dk,
-                              float scale, float* HWY_RESTRICT s, size_t ld) {
+                              float scale, float* HWY_RESTRICT s, size_t ld, const Far& far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   // Keys per step: 4 for up to 4 columns (16 accumulators; each Q vector load feeds 4 FMAs,
   // so loads stop limiting a core with one 512-bit load per cycle), else 2.
@@ -222,6 +305,7 @@ HWY_INLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_REST
       const T* row = rows[ahead];
       for (size_t p = 0; p < dk; p += 64 / sizeof(T)) hwy::Prefetch(row + p);
     }
+    for (size_t u = 0; u < kRows; ++u) far.At(r + u);
     VF acc[kRows][kCols];
     for (size_t u = 0; u < kRows; ++u) {
       for (size_t j = 0; j < kCols; ++j) acc[u][j] = hn::Zero(d);
@@ -237,41 +321,67 @@ HWY_INLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_REST
         for (size_t u = 0; u < kRows; ++u) acc[u][j] = hn::MulAdd(kv[u], qv, acc[u][j]);
       }
     }
+#if HWY_TARGET != HWY_SCALAR
+    // Quads of 4 columns of one key (zero past kCols; ld >= 8 leaves room for them) into a
+    // scratch row when the key is past bk.
+    if (ld >= 8) {
+      constexpr size_t kGroups = (kCols + 3) / 4;  // 4 keys x 1 group, or 2 x 2
+      static_assert(kRows * kGroups == 4, "16 accumulators");
+      VF quad[4][4];
+      float* dst[4];
+      HWY_ALIGN float spare[8];
+      for (size_t u = 0; u < kRows; ++u) {
+        for (size_t g = 0; g < kGroups; ++g) {
+          for (size_t i = 0; i < 4; ++i) {
+            quad[u * kGroups + g][i] = 4 * g + i < kCols ? acc[u][4 * g + i] : hn::Zero(d);
+          }
+          dst[u * kGroups + g] = r + u < bk ? s + (r + u) * ld + 4 * g : spare + 4 * g;
+        }
+      }
+      StoreQuadSums(d, quad, scale, dst);
+      continue;
+    }
+#endif
     for (size_t u = 0; u < kRows && r + u < bk; ++u) {
       for (size_t j = 0; j < kCols; ++j) {
         s[(r + u) * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc[u][j]));
       }
     }
   }
+  far.From((bk + kRows - 1) / kRows * kRows);
 }
 
-// One pass of AccumulateByRowsT over the kChunks vectors of O^T rows [i0, i0 + kChunks * N)
-// (whole vectors, or one vector of w < N rows when kChunks == 1): kCols * kChunks
-// accumulators, each V row of the block read once per pass.
-template <size_t kCols, size_t kChunks, class Rows>
+// One pass of AccumulateByRowsT over elements [i0, i0 + kChunks * N) of the output rows (whole
+// vectors, or one vector of w < N elements when kChunks == 1): kCols * kChunks accumulators,
+// each V row of the block read once per pass.
+template <size_t kCols, size_t kChunks, class Rows, class Far>
 HWY_INLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
-                               float* HWY_RESTRICT o, size_t ldo, size_t i0, size_t w,
-                               bool prefetch, size_t dv) {
+                               const float* HWY_RESTRICT corr, float* HWY_RESTRICT o, size_t ldo,
+                               size_t i0, size_t w, bool prefetch, size_t dv, const Far& far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   const DF d;
   const size_t N = hn::Lanes(d);
-  HWY_ALIGN float col[kMaxLanesF];
+  const bool whole = kChunks > 1 || w == N;
   VF acc[kCols][kChunks];
   for (size_t j = 0; j < kCols; ++j) {
+    const VF cj = hn::Set(d, corr[j]);
     for (size_t u = 0; u < kChunks; ++u) {
-      for (size_t i = 0; i < N; ++i) col[i] = i < w ? o[(i0 + u * N + i) * ldo + j] : 0.0f;
-      acc[j][u] = hn::Load(d, col);
+      float* oj = o + j * ldo + i0 + u * N;
+      acc[j][u] = hn::Mul(whole ? hn::LoadU(d, oj) : LoadPartial(d, oj, w, 0.0f), cj);
     }
   }
   for (size_t r = 0; r < bk; ++r) {
-    if (prefetch && r + kPrefetchRows < bk) {
-      const T* ahead = rows[r + kPrefetchRows];
-      for (size_t i = 0; i < dv; i += 64 / sizeof(T)) hwy::Prefetch(ahead + i);
+    if (prefetch) {
+      if (r + kPrefetchRows < bk) {
+        const T* ahead = rows[r + kPrefetchRows];
+        for (size_t i = 0; i < dv; i += 64 / sizeof(T)) hwy::Prefetch(ahead + i);
+      }
+      far.At(r);
     }
     const T* vr = rows[r] + i0;
     VF vv[kChunks];
     for (size_t u = 0; u < kChunks; ++u) {
-      vv[u] = w == N ? LoadWide(d, vr + u * N) : LoadWidePartial(d, vr, w);
+      vv[u] = whole ? LoadWide(d, vr + u * N) : LoadWidePartial(d, vr, w);
     }
     for (size_t j = 0; j < kCols; ++j) {
       const VF pj = hn::Set(d, p[r * ld + j]);
@@ -280,27 +390,34 @@ HWY_INLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RES
   }
   for (size_t j = 0; j < kCols; ++j) {
     for (size_t u = 0; u < kChunks; ++u) {
-      hn::Store(acc[j][u], d, col);
-      for (size_t i = 0; i < w; ++i) o[(i0 + u * N + i) * ldo + j] = col[i];
+      float* oj = o + j * ldo + i0 + u * N;
+      if (whole) {
+        hn::StoreU(acc[j][u], d, oj);
+      } else {
+        StorePartial(acc[j][u], d, oj, w);
+      }
     }
   }
+  if (prefetch) far.From(bk);
 }
 
-// o[i * ldo + j] += sum_{r < bk} v_r[i] * p[r * ld + j] for i < dv, j < kCols (O^T columns),
-// v_r = rows[r]; the sum over r runs in order for every element. Passes of up to 4 vectors of
-// O^T rows (16 accumulators), so a V block is read dv / (4 N) times, not dv / N. V rows are
-// prefetched as K rows in ScoresByRowsT, during the first pass.
-template <size_t kCols, class Rows>
+// o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
+// o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
+// Passes of up to 4 vectors of the rows (16 accumulators), so a V block is read dv / (4 N)
+// times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT, during the first pass.
+template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
-                                  size_t ld, float* HWY_RESTRICT o, size_t ldo, size_t dv) {
+                                  size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,
+                                  size_t ldo, size_t dv, const Far& far) {
   constexpr size_t kChunks = kCols <= 4 ? 4 : 2;
   const size_t N = hn::Lanes(DF());
   size_t i0 = 0;
   for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
-    AccumulatePass<kCols, kChunks>(rows, bk, p, ld, o, ldo, i0, N, i0 == 0, dv);
+    AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
   }
   for (; i0 < dv; i0 += N) {
-    AccumulatePass<kCols, 1>(rows, bk, p, ld, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv);
+    AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv,
+                             far);
   }
 }
 
@@ -317,18 +434,19 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
     default: CALL(8); break;            \
   }
 
-template <class Rows>
+template <class Rows, class Far = NoFarRows>
 HWY_INLINE void ScoresByRows(const Rows& rows, size_t bk, const float* q, size_t ncols, size_t dk,
-                             float scale, float* s, size_t ld) {
-#define SIMDATTN_SCORES(C) ScoresByRowsT<C>(rows, bk, q, dk, scale, s, ld)
+                             float scale, float* s, size_t ld, const Far& far = Far()) {
+#define SIMDATTN_SCORES(C) ScoresByRowsT<C>(rows, bk, q, dk, scale, s, ld, far)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_SCORES)
 #undef SIMDATTN_SCORES
 }
 
-template <class Rows>
+template <class Rows, class Far = NoFarRows>
 HWY_INLINE void AccumulateByRows(const Rows& rows, size_t bk, const float* p, size_t ld,
-                                 size_t ncols, float* o, size_t ldo, size_t dv) {
-#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(rows, bk, p, ld, o, ldo, dv)
+                                 size_t ncols, const float* corr, float* o, size_t ldo, size_t dv,
+                                 const Far& far = Far()) {
+#define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(rows, bk, p, ld, corr, o, ldo, dv, far)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_ACCUMULATE)
 #undef SIMDATTN_ACCUMULATE
 }

@@ -37,6 +37,11 @@ constexpr int64_t kSplitKeys = 2048;
 // heads (Sdpa): 512 keys of 8 heads of 128 in bf16 are 2 MiB of K and V, within the L2 TLB's
 // reach (Zen 4: 3072 4 KiB entries; rows of one head are 2-4 KiB apart, a page each).
 constexpr int64_t kPagedSplitKeys = 512;
+// Kv heads per task of a paged decode range (PagedDecodeRangeImpl): a key's rows of all of them
+// are adjacent in a page (8 heads of 128 in bf16: 2 KiB) and read in one block's time.
+constexpr int64_t kDecodeHeads = 8;
+// Most columns of a (batch, kv head) that take the decode kernels (kRowCols, attention-inl.h).
+constexpr int64_t kDecodeCols = 8;
 // Fewer tasks than this (a shape property, not the thread count) -> split the keys.
 constexpr int64_t kMinTasks = 16;
 // Vector FMAs per task chunk of the few-keys path (see Sdpa).
@@ -72,13 +77,14 @@ inline int64_t LseIndex(const SdpaArgs& a, int64_t b, int64_t h, int64_t i) {
 inline int64_t PartialFloats(int64_t d_v) { return (1 + d_v) * kBlockCols; }
 // Scratch of one task (a.block_keys set) on a target of `lanes` floats per vector: Q^T or query
 // rows, or the few-keys path's K^T and its transpose buffer (slot 0), S^T and the copies of
-// strided K/V blocks (1), O^T (2), m and l (3).
+// strided K/V blocks (1), O^T (2), m and l (3). A paged decode range keeps its kDecodeHeads
+// heads' query rows (kRowCols x d_k each), outputs (kRowCols x d_v) and m, l in slots 0, 2, 3.
 inline TaskScratch SdpaTaskScratch(const SdpaArgs& a, int64_t lanes) {
   TaskScratch s;
   s.floats[0] = static_cast<size_t>(a.d_k * std::max<int64_t>(kBlockCols, 2 * lanes));
   s.floats[1] = static_cast<size_t>(a.block_keys * (kBlockCols + a.d_k + a.d_v));
   s.floats[2] = static_cast<size_t>(std::max<int64_t>(a.d_v, 1) * kBlockCols);
-  s.floats[3] = static_cast<size_t>(2 * kBlockCols);
+  s.floats[3] = static_cast<size_t>(2 * kBlockCols * kDecodeHeads);  // m, l of each head
   return s;
 }
 }  // namespace simdattn
@@ -388,31 +394,69 @@ void PagedRowList(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t k0, i
   });
 }
 
-// Decode (ByRows) over a paged cache: S^T of keys [k0, k0 + bk) read in place through the list
-// of their rows and widened in registers, then masked.
-void PagedScoreBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
-                     int64_t k0, int64_t bk, float* s) {
-  WithElementType(a.pages->dtype, [&](auto tag) {
-    using T = decltype(tag);
-    const T* rows[kMaxAttentionBlockKeys];
-    PagedRowList(a, t, false, k0, bk, rows);
-    ScoresByRows(ListedRows<T>{rows}, static_cast<size_t>(bk), qt, static_cast<size_t>(c.n),
-                 static_cast<size_t>(a.d_k), a.scale, s, kBlockCols);
-  });
-  MaskBlock(a, t, c, k0, bk, s);
+// Where a task's output accumulator keeps element i of column j: o[i * i + j * j]. O^T for the
+// register-tile path (the P V microkernel's C), the columns' rows for decode (ByRows).
+struct OutLayout {
+  int64_t i, j;
+};
+OutLayout OutLayoutOf(const SdpaArgs& a, const Columns& c) {
+  return ByRows(c) ? OutLayout{1, a.d_v} : OutLayout{kBlockCols, 1};
 }
 
-// Decode over a paged cache: O^T += V[k0 : k0 + bk]^T P^T, V read in place through the list of
-// the block's rows (one accumulation pass over the whole block, as for a strided V).
-void PagedAccumulate(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k0,
-                     int64_t bk, const float* p, float* o) {
-  WithElementType(a.pages->dtype, [&](auto tag) {
-    using T = decltype(tag);
-    const T* rows[kMaxAttentionBlockKeys];
-    PagedRowList(a, t, true, k0, bk, rows);
-    AccumulateByRows(ListedRows<T>{rows}, static_cast<size_t>(bk), p, kBlockCols,
-                     static_cast<size_t>(c.n), o, kBlockCols, static_cast<size_t>(a.d_v));
-  });
+// The K or V rows of a decode task's keys: strided rows of a dense tensor, or the rows of a
+// paged cache listed through its block table (read in place, widened in registers). Rows(is_v,
+// k0, n, slot) returns the rows of keys [k0, k0 + n) (an address is formed only for n > 0);
+// the rows of one slot stay valid until the slot is asked for again.
+struct DenseRows {
+  const SdpaArgs& a;
+  const SdpaTask& t;
+  StridedRows<float> Rows(bool is_v, int64_t k0, int64_t n, int) const {
+    const Strides4& st = is_v ? a.v_s : a.k_s;
+    if (n == 0) return {nullptr, 0};
+    const float* base = is_v ? a.v : a.k;
+    return {base + KvBase(a, t.b, st) + t.kvh * st.head + k0 * st.seq, static_cast<size_t>(st.seq)};
+  }
+};
+template <class T>
+struct PagedRowLists {
+  const SdpaArgs& a;
+  const SdpaTask& t;
+  const T* lists[3][kMaxAttentionBlockKeys];  // K of this block and the next, V
+  ListedRows<T> Rows(bool is_v, int64_t k0, int64_t n, int slot) {
+    PagedRowList(a, t, is_v, k0, n, lists[slot]);
+    return ListedRows<T>{lists[slot]};
+  }
+};
+
+// The decode (ByRows) sweep over keys [lo, hi) in blocks: scores, mask, online softmax, values.
+// While a block's scores run its V rows are asked into L2, and while its values accumulate the
+// next block's K rows (FarRows): each row a block ahead of its use.
+template <class Src>
+void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt, float* s,
+                  float* m, float* l, float* o, int64_t lo, int64_t hi, Src& src) {
+  const size_t ncols = PaddedCols(c), n = static_cast<size_t>(c.n);
+  const size_t dk = static_cast<size_t>(a.d_k), dv = static_cast<size_t>(a.d_v);
+  const size_t elem = a.pages == nullptr || a.pages->dtype == SIMDATTN_DTYPE_F32 ? 4 : 2;
+  int slot = 0;
+  auto k = src.Rows(false, lo, std::min(a.block_keys, hi - lo), slot);
+  for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
+    const int64_t bk = std::min(a.block_keys, hi - k0);
+    const int64_t next = std::min(a.block_keys, hi - k0 - bk);
+    // (d_v == 0: no values, nothing of V is read, no address formed.)
+    const auto v = src.Rows(true, k0, dv == 0 ? 0 : bk, 2);
+    ScoresByRows(k, static_cast<size_t>(bk), qt, n, dk, a.scale, s, kBlockCols,
+                 FarRows<decltype(v)>{v, dv == 0 ? 0 : static_cast<size_t>(bk), dv * elem});
+    MaskBlock(a, t, c, k0, bk, s);
+    HWY_ALIGN float corr[kBlockCols];
+    OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), ncols, m, l, corr);
+    slot ^= 1;
+    const auto k_next = src.Rows(false, k0 + bk, next, slot);
+    if (dv != 0) {
+      AccumulateByRows(v, static_cast<size_t>(bk), s, kBlockCols, n, corr, o, dv, dv,
+                       FarRows<decltype(k_next)>{k_next, static_cast<size_t>(next), dk * elem});
+    }
+    k = k_next;
+  }
 }
 
 // Keys [k0, k0 + bk) of the task's K (V when is_v) and their row stride *seq: in place, copied
@@ -436,8 +480,9 @@ const float* KvRows(const SdpaArgs& a, const SdpaTask& t, bool is_v, int64_t k0,
 
 // The flash sweep: m, l per column and O^T (d_v x kBlockCols) over the task's visible keys.
 // kbuf, vbuf: block_keys x d_k and block_keys x d_v floats for copies of strided K/V blocks.
-void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, float* s, float* m,
-           float* l, float* o, float* kbuf, float* vbuf) {
+// Empty sweep state: m = -inf, l = 0 (the sinks of the first key range joined), O = 0.
+void StartSweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* m, float* l,
+                float* o) {
   const size_t ncols = PaddedCols(c);
   std::fill(m, m + ncols, kNegInf);
   std::fill(l, l + ncols, 0.0f);
@@ -447,42 +492,45 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
       l[j] = m[j] == kNegInf ? 0.0f : 1.0f;  // exp(sink - m)
     }
   }
-  for (int64_t i = 0; i < a.d_v; ++i) std::fill(o + i * kBlockCols, o + i * kBlockCols + ncols, 0.0f);
+  // O^T: d_v rows of ncols (the padding columns too); decode: n rows of d_v.
+  std::fill(o, o + (ByRows(c) ? c.n * a.d_v : a.d_v * kBlockCols), 0.0f);
+}
+
+void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, float* s, float* m,
+           float* l, float* o, float* kbuf, float* vbuf) {
+  const size_t ncols = PaddedCols(c);
+  StartSweep(a, t, c, m, l, o);
   int64_t lo = 0, hi = 0;
   VisibleKeys(a, t, c, &lo, &hi);
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
+  if (ByRows(c)) {
+    if (a.pages == nullptr) {
+      DenseRows src{a, t};
+      return DecodeBlocks(a, t, c, qt, s, m, l, o, lo, hi, src);
+    }
+    return WithElementType(a.pages->dtype, [&](auto tag) {
+      PagedRowLists<decltype(tag)> src{a, t, {}};
+      DecodeBlocks(a, t, c, qt, s, m, l, o, lo, hi, src);
+    });
+  }
   // The register-tile path streams kMR rows of K (and keys of V) at once: rows a whole
   // (batch, seq, heads * d) token apart (4 KiB for 16 heads of 64) share L1 sets and thrash
   // them, so strided K and V blocks are first copied to contiguous rows (1/kBlockCols of the
   // FMAs).
-  const bool pack_k = !ByRows(c) && a.k_s.seq != a.d_k;
-  const bool pack_v = !ByRows(c) && a.v_s.seq != a.d_v && a.d_v > 0;
-  // Decode over a paged cache reads K and V in place, widening in registers.
-  const bool paged_rows = a.pages != nullptr && ByRows(c);
+  const bool pack_k = a.k_s.seq != a.d_k;
+  const bool pack_v = a.v_s.seq != a.d_v && a.d_v > 0;
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
     const int64_t bk = std::min(a.block_keys, hi - k0);
     size_t k_seq = 0, v_seq = 0;
-    if (paged_rows) {
-      PagedScoreBlock(a, t, c, qt, k0, bk, s);
-    } else {
-      const float* k = KvRows(a, t, false, k0, bk, hi, pack_k, kbuf, &k_seq);
-      ScoreBlock(a, t, c, qt, k0, bk, k, k_seq, s);
-    }
-    OnlineSoftmaxStep(s, kBlockCols, bk, ncols, m, l, o, kBlockCols, a.d_v);
+    const float* k = KvRows(a, t, false, k0, bk, hi, pack_k, kbuf, &k_seq);
+    ScoreBlock(a, t, c, qt, k0, bk, k, k_seq, s);
+    HWY_ALIGN float corr[kBlockCols];
+    OnlineSoftmaxStep(s, kBlockCols, bk, ncols, m, l, o, kBlockCols, a.d_v, corr);
     if (a.d_v == 0) continue;  // no values: nothing of V is read, no address formed
-    if (paged_rows) {
-      PagedAccumulate(a, t, c, k0, bk, s, o);
-      continue;
-    }
     const float* vb = KvRows(a, t, true, k0, bk, hi, pack_v, vbuf, &v_seq);
-    if (ByRows(c)) {
-      AccumulateByRows(StridedRows<float>{vb, v_seq}, static_cast<size_t>(bk), s, kBlockCols,
-                       static_cast<size_t>(c.n), o, kBlockCols, static_cast<size_t>(a.d_v));
-    } else {
-      MacroKernel(a.d_v, c.n, bk, vb, 1, v_seq, kMR, PanelsB{s, NR(), kBlockCols}, o, kBlockCols,
-                  1.0f, 1.0f);
-    }
+    MacroKernel(a.d_v, c.n, bk, vb, 1, v_seq, kMR, PanelsB{s, NR(), kBlockCols}, o, kBlockCols,
+                1.0f, 1.0f);
   }
 }
 
@@ -500,10 +548,11 @@ float* LseSlot(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t j
 // (PartialFloats layout) when partial is not null.
 void Finalize(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* m,
               const float* l, const float* o, float* partial) {
+  const OutLayout ol = OutLayoutOf(a, c);
   for (int64_t j = 0; j < c.n; ++j) {
     const float inv = l[j] == 0.0f ? 0.0f : 1.0f / l[j];
     float* out = partial ? partial + kBlockCols + j * a.d_v : OutRow(a, t, c, j);
-    for (int64_t i = 0; i < a.d_v; ++i) out[i] = o[i * kBlockCols + j] * inv;
+    for (int64_t i = 0; i < a.d_v; ++i) out[i] = o[i * ol.i + j * ol.j] * inv;
     float* lse = partial ? partial + j : LseSlot(a, t, c, j);
     if (lse != nullptr) *lse = l[j] == 0.0f ? kNegInf : m[j] + std::log(l[j]);
   }
@@ -664,6 +713,92 @@ void AttendTaskImpl(const SdpaArgs& a, const SdpaTask& t, float* partial) {
   if (partial == nullptr && a.weights != nullptr) WriteWeights(a, t, c, sc.qt, sc.s, sc.m, sc.l);
 }
 
+// Keys per block of a paged decode range over `heads` kv heads: the K and V rows of a block and
+// of the next one (asked for meanwhile) within half of L2; a multiple of 4 in [16, block_keys].
+int64_t PagedDecodeBlockKeys(const SdpaArgs& a, int64_t heads) {
+  const int64_t elem = a.pages->dtype == SIMDATTN_DTYPE_F32 ? 4 : 2;
+  const int64_t l2 = std::max<int64_t>(GetCpuInfo().l2.size, int64_t{256} << 10);
+  const int64_t keys = l2 / 4 / (heads * (a.d_k + a.d_v) * elem);
+  return std::min(a.block_keys, std::max<int64_t>(16, keys / 4 * 4));
+}
+
+static_assert(kDecodeCols == static_cast<int64_t>(kRowCols), "decode columns");
+
+// State of one kv head of a paged decode range.
+struct DecodeHead {
+  SdpaTask t;
+  Columns c;
+  float *qt, *m, *l, *o;
+};
+
+// The blocks of keys [lo, hi) for every head of hs: per block, the row lists of K and V once
+// (their first head's rows; the others are elements further), then each head's scores, online
+// softmax and values, while the next block's K and V rows of that head are asked into L2.
+template <class T>
+void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo, int64_t hi,
+                       float* s) {
+  const int64_t bkeys = PagedDecodeBlockKeys(a, nh);
+  const size_t dk = static_cast<size_t>(a.d_k), dv = static_cast<size_t>(a.d_v);
+  const size_t n = static_cast<size_t>(hs[0].c.n), ncols = PaddedCols(hs[0].c);
+  const T* lists[4][kMaxAttentionBlockKeys];
+  const T** k = lists[0], **v = lists[1], **k_next = lists[2], **v_next = lists[3];
+  const int64_t first = std::min(bkeys, hi - lo);
+  PagedRowList(a, hs[0].t, false, lo, first, k);
+  PagedRowList(a, hs[0].t, true, lo, dv == 0 ? 0 : first, v);
+  for (int64_t k0 = lo; k0 < hi; k0 += bkeys) {
+    const int64_t bk = std::min(bkeys, hi - k0), next = std::min(bkeys, hi - k0 - bk);
+    PagedRowList(a, hs[0].t, false, k0 + bk, next, k_next);
+    PagedRowList(a, hs[0].t, true, k0 + bk, dv == 0 ? 0 : next, v_next);
+    for (int64_t h = 0; h < nh; ++h) {
+      const DecodeHead& e = hs[h];
+      const size_t hk = static_cast<size_t>(h) * dk, hv = static_cast<size_t>(h) * dv;
+      ScoresByRows(ListedRows<T>{k, hk}, static_cast<size_t>(bk), e.qt, n, dk, a.scale, s,
+                   kBlockCols, FarRows<ListedRows<T>>{{k_next, hk}, static_cast<size_t>(next),
+                                                      dk * sizeof(T)});
+      MaskBlock(a, e.t, e.c, k0, bk, s);
+      HWY_ALIGN float corr[kBlockCols];
+      OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), ncols, e.m, e.l, corr);
+      if (dv == 0) continue;  // no values: nothing of V is read
+      AccumulateByRows(ListedRows<T>{v, hv}, static_cast<size_t>(bk), s, kBlockCols, n, corr, e.o,
+                       dv, dv, FarRows<ListedRows<T>>{{v_next, hv}, static_cast<size_t>(next),
+                                                     dv * sizeof(T)});
+    }
+    std::swap(k, k_next);
+    std::swap(v, v_next);
+  }
+}
+
+// Decode over a paged cache, keys [key0, key1) of batch entry b for kv heads [g0, g1) (at most
+// kDecodeHeads; every (batch, kv head) has one column block of at most kRowCols columns): the
+// partial of head g0 + h at partials + h * head_stride.
+void PagedDecodeRangeImpl(const SdpaArgs& a, int64_t b, int64_t g0, int64_t g1, int64_t key0,
+                          int64_t key1, float* partials, int64_t head_stride) {
+  const int64_t cols = a.q_len * (a.heads / a.kv_heads), nh = g1 - g0;
+  const Scratch sc = GetScratch(a);
+  DecodeHead hs[kDecodeHeads];
+  for (int64_t h = 0; h < nh; ++h) {
+    DecodeHead& e = hs[h];
+    e.t = SdpaTask{b, g0 + h, 0, cols, key0, key1};
+    e.c = MakeColumns(a, e.t);
+    e.qt = sc.qt + h * static_cast<int64_t>(kRowCols) * a.d_k;
+    e.o = sc.o + h * static_cast<int64_t>(kRowCols) * a.d_v;
+    e.m = sc.m + h * 2 * kBlockCols;
+    e.l = e.m + kBlockCols;
+    StartSweep(a, e.t, e.c, e.m, e.l, e.o);
+  }
+  int64_t lo = 0, hi = 0;
+  VisibleKeys(a, hs[0].t, hs[0].c, &lo, &hi);  // the same queries for every head
+  if (lo < hi) {
+    for (int64_t h = 0; h < nh; ++h) PackQueries(a, hs[h].t, hs[h].c, hs[h].qt);
+    WithElementType(a.pages->dtype, [&](auto tag) {
+      PagedDecodeBlocks<decltype(tag)>(a, hs, nh, lo, hi, sc.s);
+    });
+  }
+  for (int64_t h = 0; h < nh; ++h) {
+    Finalize(a, hs[h].t, hs[h].c, hs[h].m, hs[h].l, hs[h].o, partials + h * head_stride);
+  }
+}
+
 // Column j of `splits` partials of one column block (consecutive key ranges, in order).
 struct SplitPieces {
   const float* partials;
@@ -693,6 +828,7 @@ HWY_AFTER_NAMESPACE();
 namespace simdattn {
 
 HWY_EXPORT(AttendTaskImpl);
+HWY_EXPORT(PagedDecodeRangeImpl);
 HWY_EXPORT(MergeTaskImpl);
 HWY_EXPORT(LanesImpl);
 HWY_EXPORT(FewKeysTaskImpl);
@@ -738,6 +874,24 @@ static void SdpaVarlen(const SdpaArgs& a) {
       const SdpaTask t{b, local / col_blocks, col0, std::min(cols, col0 + kBlockCols), 0,
                        KvLen(a, b)};
       HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, t, nullptr);
+    }
+  });
+}
+
+// Decode over a paged cache split into key ranges: tasks of up to kDecodeHeads kv heads of one
+// batch entry over one range, range by range (all batch entries and heads of a range
+// together, while its pages are hot); partial (b, g, split) at ((b * kv_heads + g) * splits +
+// split) * PartialFloats(d_v), as the other split tasks write them.
+static void PagedDecode(const SdpaArgs& a, int64_t splits, int64_t split_len, float* partials) {
+  const int64_t groups = CeilDiv(a.kv_heads, kDecodeHeads), stride = PartialFloats(a.d_v);
+  ParallelFor(splits * a.batch * groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t split = i / (a.batch * groups), b = i / groups % a.batch;
+      const int64_t g0 = i % groups * kDecodeHeads, g1 = std::min(a.kv_heads, g0 + kDecodeHeads);
+      const int64_t key0 = split * split_len, key1 = std::min(a.kv_len, key0 + split_len);
+      HWY_DYNAMIC_DISPATCH(PagedDecodeRangeImpl)(
+          a, b, g0, g1, key0, key1, partials + ((b * a.kv_heads + g0) * splits + split) * stride,
+          splits * stride);
     }
   });
 }
@@ -792,18 +946,22 @@ void Sdpa(const SdpaArgs& args) {
   }
   const int64_t stride = PartialFloats(a.d_v);
   float* partials = ThreadScratch(kSdpaCallSlot, static_cast<size_t>(blocks * splits * stride));
-  // A paged cache interleaves the kv heads of a key (rows kv_heads * d apart): its tasks run
-  // key range by key range, all (batch, kv head) blocks of a range together, so the pages a
-  // range spans are read while they are hot (TLB, DRAM pages) instead of once per kv head.
-  const bool range_major = a.pages != nullptr;
-  ParallelFor(blocks * splits, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t block = range_major ? i % blocks : i / splits;
-      const int64_t split = range_major ? i / blocks : i % splits;
-      HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, task_of(block, split),
-                                           partials + (block * splits + split) * stride);
-    }
-  });
+  if (a.pages != nullptr && cols <= kDecodeCols) {
+    PagedDecode(a, splits, split_len, partials);
+  } else {
+    // A paged cache interleaves the kv heads of a key (rows kv_heads * d apart): its tasks run
+    // key range by key range, all (batch, kv head) blocks of a range together, so the pages a
+    // range spans are read while they are hot (TLB, DRAM pages) instead of once per kv head.
+    const bool range_major = a.pages != nullptr;
+    ParallelFor(blocks * splits, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t block = range_major ? i % blocks : i / splits;
+        const int64_t split = range_major ? i / blocks : i % splits;
+        HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, task_of(block, split),
+                                             partials + (block * splits + split) * stride);
+      }
+    });
+  }
   ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       HWY_DYNAMIC_DISPATCH(MergeTaskImpl)(a, task_of(i, 0), splits,
