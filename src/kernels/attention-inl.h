@@ -219,8 +219,9 @@ ListedRows(const T* const*, size_t) -> ListedRows<T>;
 // Rows a decode kernel asks into L2 while it streams its own, one per key it consumes (the rest
 // after its last key): the operand the caller reads next (V during the scores, the next block's
 // K during the accumulation), a whole block ahead, which the in-block prefetch below cannot be
-// when rows sit a page apart (a paged cache's kv heads interleave). Into L2: a block of V is as
-// large as L1D.
+// when rows sit a page apart (a paged cache's kv heads interleave). Not into L1 (a block of V
+// can be as large as L1D): PREFETCHT2 (Zen 4, bf16 decode of 32768 keys: none 10.9 ms, T0 12.8,
+// NTA 13.4, T1 6.6, T2 6.4).
 template <class Rows>
 struct FarRows {
   Rows rows;
@@ -228,7 +229,7 @@ struct FarRows {
   HWY_INLINE void At(size_t r) const {
     if (r >= n) return;
     const char* row = reinterpret_cast<const char*>(rows[r]);
-    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 1);
   }
   HWY_INLINE void From(size_t r) const {
     for (; r < n; ++r) At(r);
