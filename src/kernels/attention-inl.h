@@ -323,31 +323,34 @@ HWY_INLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_REST
       }
     }
 #if HWY_TARGET != HWY_SCALAR
-    // Quads of 4 columns of one key (zero past kCols; ld >= 8 leaves room for them) into a
-    // scratch row when the key is past bk.
-    if (ld >= 8) {
-      constexpr size_t kGroups = (kCols + 3) / 4;  // 4 keys x 1 group, or 2 x 2
-      static_assert(kRows * kGroups == 4, "16 accumulators");
-      VF quad[4][4];
-      float* dst[4];
-      HWY_ALIGN float spare[8];
-      for (size_t u = 0; u < kRows; ++u) {
-        for (size_t g = 0; g < kGroups; ++g) {
-          for (size_t i = 0; i < 4; ++i) {
-            quad[u * kGroups + g][i] = 4 * g + i < kCols ? acc[u][4 * g + i] : hn::Zero(d);
-          }
-          dst[u * kGroups + g] = r + u < bk ? s + (r + u) * ld + 4 * g : spare + 4 * g;
+    // Quads of 4 columns of one key (zero past kCols: ld >= 8 leaves room for them), into a
+    // spare row for a key past bk. (Every access to acc has a constant index once the loops
+    // unroll, so that GCC keeps acc in registers.)
+    HWY_DASSERT(ld >= 8);
+    constexpr size_t kGroups = (kCols + 3) / 4;  // 4 keys x 1 group, or 2 x 2
+    static_assert(kRows * kGroups == 4, "16 accumulators");
+    VF quad[4][4];
+    float* dst[4];
+    HWY_ALIGN float spare[8];
+    HWY_UNROLL(4)
+    for (size_t u = 0; u < kRows; ++u) {
+      HWY_UNROLL(2)
+      for (size_t g = 0; g < kGroups; ++g) {
+        HWY_UNROLL(4)
+        for (size_t i = 0; i < 4; ++i) {
+          quad[u * kGroups + g][i] = 4 * g + i < kCols ? acc[u][4 * g + i] : hn::Zero(d);
         }
+        dst[u * kGroups + g] = r + u < bk ? s + (r + u) * ld + 4 * g : spare + 4 * g;
       }
-      StoreQuadSums(d, quad, scale, dst);
-      continue;
+    }
+    StoreQuadSums(d, quad, scale, dst);
+#else
+    for (size_t u = 0; u < kRows; ++u) {
+      for (size_t j = 0; j < kCols; ++j) {
+        if (r + u < bk) s[(r + u) * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc[u][j]));
+      }
     }
 #endif
-    for (size_t u = 0; u < kRows && r + u < bk; ++u) {
-      for (size_t j = 0; j < kCols; ++j) {
-        s[(r + u) * ld + j] = scale * hn::GetLane(hn::SumOfLanes(d, acc[u][j]));
-      }
-    }
   }
   far.From((bk + kRows - 1) / kRows * kRows);
 }
