@@ -287,8 +287,10 @@ HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[4][4], float scale, float* 
 // kRows keys at a time: kRows * kCols independent FMA chains held in registers. Decode streams
 // K from memory, so each step asks for the rows kPrefetchRows ahead within the block (never an
 // address past it). K's elements: float, or Bf16/F16 widened in registers.
+// (Not inlined: one copy per instantiation, not one per call site and column count; inlined,
+// the sanitizer build of src/ops/sdpa.cc took over 20 minutes. A call per block costs nothing.)
 template <size_t kCols, class Rows, class Far>
-HWY_INLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT q, size_t dk,
+HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT q, size_t dk,
                               float scale, float* HWY_RESTRICT s, size_t ld, const Far& far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   // Keys per step: 4 for up to 4 columns (16 accumulators; each Q vector load feeds 4 FMAs,
@@ -358,8 +360,9 @@ HWY_INLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_REST
 // One pass of AccumulateByRowsT over elements [i0, i0 + kChunks * N) of the output rows (whole
 // vectors, or one vector of w < N elements when kChunks == 1): kCols * kChunks accumulators,
 // each V row of the block read once per pass.
+// (Not inlined, as ScoresByRowsT.)
 template <size_t kCols, size_t kChunks, class Rows, class Far>
-HWY_INLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
+HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
                                const float* HWY_RESTRICT corr, float* HWY_RESTRICT o, size_t ldo,
                                size_t i0, size_t w, bool prefetch, size_t dv, const Far& far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;

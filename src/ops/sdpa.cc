@@ -403,57 +403,45 @@ OutLayout OutLayoutOf(const SdpaArgs& a, const Columns& c) {
   return ByRows(c) ? OutLayout{1, a.d_v} : OutLayout{kBlockCols, 1};
 }
 
-// The K or V rows of a decode task's keys: strided rows of a dense tensor, or the rows of a
-// paged cache listed through its block table (read in place, widened in registers). Rows(is_v,
-// k0, n, slot) returns the rows of keys [k0, k0 + n) (an address is formed only for n > 0);
-// the rows of one slot stay valid until the slot is asked for again.
+// The K or V rows of keys [k0, k0 + n) of a decode task over dense K/V (an address is formed
+// only for n > 0).
 struct DenseRows {
   const SdpaArgs& a;
   const SdpaTask& t;
-  StridedRows<float> Rows(bool is_v, int64_t k0, int64_t n, int) const {
+  StridedRows<float> Rows(bool is_v, int64_t k0, int64_t n) const {
     const Strides4& st = is_v ? a.v_s : a.k_s;
     if (n == 0) return {nullptr, 0};
     const float* base = is_v ? a.v : a.k;
     return {base + KvBase(a, t.b, st) + t.kvh * st.head + k0 * st.seq, static_cast<size_t>(st.seq)};
   }
 };
-template <class T>
-struct PagedRowLists {
-  const SdpaArgs& a;
-  const SdpaTask& t;
-  const T* lists[3][kMaxAttentionBlockKeys];  // K of this block and the next, V
-  ListedRows<T> Rows(bool is_v, int64_t k0, int64_t n, int slot) {
-    PagedRowList(a, t, is_v, k0, n, lists[slot]);
-    return ListedRows<T>{lists[slot]};
-  }
-};
 
-// The decode (ByRows) sweep over keys [lo, hi) in blocks: scores, mask, online softmax, values.
-// While a block's scores run its V rows are asked into L2, and while its values accumulate the
-// next block's K rows (FarRows): each row a block ahead of its use.
-template <class Src>
+// The decode (ByRows) sweep of dense K/V over keys [lo, hi) in blocks: scores, mask, online
+// softmax, values. While a block's scores run its V rows are asked into L2, and while its
+// values accumulate the next block's K rows (FarRows): each row a block ahead of its use.
+// (A paged cache's decode: PagedDecodeBlocks.)
 void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt, float* s,
-                  float* m, float* l, float* o, int64_t lo, int64_t hi, Src& src) {
+                  float* m, float* l, float* o, int64_t lo, int64_t hi) {
+  const DenseRows src{a, t};
   const size_t ncols = PaddedCols(c), n = static_cast<size_t>(c.n);
   const size_t dk = static_cast<size_t>(a.d_k), dv = static_cast<size_t>(a.d_v);
-  const size_t elem = a.pages == nullptr || a.pages->dtype == SIMDATTN_DTYPE_F32 ? 4 : 2;
-  int slot = 0;
-  auto k = src.Rows(false, lo, std::min(a.block_keys, hi - lo), slot);
+  StridedRows<float> k = src.Rows(false, lo, std::min(a.block_keys, hi - lo));
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
     const int64_t bk = std::min(a.block_keys, hi - k0);
     const int64_t next = std::min(a.block_keys, hi - k0 - bk);
     // (d_v == 0: no values, nothing of V is read, no address formed.)
-    const auto v = src.Rows(true, k0, dv == 0 ? 0 : bk, 2);
+    const StridedRows<float> v = src.Rows(true, k0, dv == 0 ? 0 : bk);
     ScoresByRows(k, static_cast<size_t>(bk), qt, n, dk, a.scale, s, kBlockCols,
-                 FarRows<decltype(v)>{v, dv == 0 ? 0 : static_cast<size_t>(bk), dv * elem});
+                 FarRows<StridedRows<float>>{v, dv == 0 ? 0 : static_cast<size_t>(bk),
+                                             dv * sizeof(float)});
     MaskBlock(a, t, c, k0, bk, s);
     HWY_ALIGN float corr[kBlockCols];
     OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), ncols, m, l, corr);
-    slot ^= 1;
-    const auto k_next = src.Rows(false, k0 + bk, next, slot);
+    const StridedRows<float> k_next = src.Rows(false, k0 + bk, next);
     if (dv != 0) {
       AccumulateByRows(v, static_cast<size_t>(bk), s, kBlockCols, n, corr, o, dv, dv,
-                       FarRows<decltype(k_next)>{k_next, static_cast<size_t>(next), dk * elem});
+                       FarRows<StridedRows<float>>{k_next, static_cast<size_t>(next),
+                                                   dk * sizeof(float)});
     }
     k = k_next;
   }
@@ -504,16 +492,7 @@ void Sweep(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* qt, fl
   VisibleKeys(a, t, c, &lo, &hi);
   if (lo >= hi) return;
   PackQueries(a, t, c, qt);
-  if (ByRows(c)) {
-    if (a.pages == nullptr) {
-      DenseRows src{a, t};
-      return DecodeBlocks(a, t, c, qt, s, m, l, o, lo, hi, src);
-    }
-    return WithElementType(a.pages->dtype, [&](auto tag) {
-      PagedRowLists<decltype(tag)> src{a, t, {}};
-      DecodeBlocks(a, t, c, qt, s, m, l, o, lo, hi, src);
-    });
-  }
+  if (ByRows(c)) return DecodeBlocks(a, t, c, qt, s, m, l, o, lo, hi);  // (never paged: Sdpa)
   // The register-tile path streams kMR rows of K (and keys of V) at once: rows a whole
   // (batch, seq, heads * d) token apart (4 KiB for 16 heads of 64) share L1 sets and thrash
   // them, so strided K and V blocks are first copied to contiguous rows (1/kBlockCols of the
@@ -772,7 +751,8 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
 
 // Decode over a paged cache, keys [key0, key1) of batch entry b for kv heads [g0, g1) (at most
 // kDecodeHeads; every (batch, kv head) has one column block of at most kRowCols columns): the
-// partial of head g0 + h at partials + h * head_stride.
+// partial of head g0 + h at partials + h * head_stride, or (partials null: the whole sequence)
+// its out and lse.
 void PagedDecodeRangeImpl(const SdpaArgs& a, int64_t b, int64_t g0, int64_t g1, int64_t key0,
                           int64_t key1, float* partials, int64_t head_stride) {
   const int64_t cols = a.q_len * (a.heads / a.kv_heads), nh = g1 - g0;
@@ -797,7 +777,8 @@ void PagedDecodeRangeImpl(const SdpaArgs& a, int64_t b, int64_t g0, int64_t g1, 
     });
   }
   for (int64_t h = 0; h < nh; ++h) {
-    Finalize(a, hs[h].t, hs[h].c, hs[h].m, hs[h].l, hs[h].o, partials + h * head_stride);
+    Finalize(a, hs[h].t, hs[h].c, hs[h].m, hs[h].l, hs[h].o,
+             partials == nullptr ? nullptr : partials + h * head_stride);
   }
 }
 
@@ -883,7 +864,8 @@ static void SdpaVarlen(const SdpaArgs& a) {
 // Decode over a paged cache split into key ranges: tasks of up to kDecodeHeads kv heads of one
 // batch entry over one range, range by range (all batch entries and heads of a range
 // together, while its pages are hot); partial (b, g, split) at ((b * kv_heads + g) * splits +
-// split) * PartialFloats(d_v), as the other split tasks write them.
+// split) * PartialFloats(d_v), as the other split tasks write them. Unsplit (one range,
+// partials null): the tasks write out and lse.
 static void PagedDecode(const SdpaArgs& a, int64_t splits, int64_t split_len, float* partials) {
   const int64_t groups = CeilDiv(a.kv_heads, kDecodeHeads), stride = PartialFloats(a.d_v);
   ParallelFor(splits * a.batch * groups, 1, [&](int64_t begin, int64_t end) {
@@ -891,9 +873,10 @@ static void PagedDecode(const SdpaArgs& a, int64_t splits, int64_t split_len, fl
       const int64_t split = i / (a.batch * groups), b = i / groups % a.batch;
       const int64_t g0 = i % groups * kDecodeHeads, g1 = std::min(a.kv_heads, g0 + kDecodeHeads);
       const int64_t key0 = split * split_len, key1 = std::min(a.kv_len, key0 + split_len);
-      HWY_DYNAMIC_DISPATCH(PagedDecodeRangeImpl)(
-          a, b, g0, g1, key0, key1, partials + ((b * a.kv_heads + g0) * splits + split) * stride,
-          splits * stride);
+      float* first = partials == nullptr
+                         ? nullptr
+                         : partials + ((b * a.kv_heads + g0) * splits + split) * stride;
+      HWY_DYNAMIC_DISPATCH(PagedDecodeRangeImpl)(a, b, g0, g1, key0, key1, first, splits * stride);
     }
   });
 }
@@ -938,6 +921,8 @@ void Sdpa(const SdpaArgs& args) {
     return SdpaTask{bh / a.kv_heads, bh % a.kv_heads, col0, std::min(cols, col0 + kBlockCols),
                     split * split_len, splits == 1 ? a.kv_len : std::min(a.kv_len, (split + 1) * split_len)};
   };
+  const bool paged_decode = a.pages != nullptr && cols <= kDecodeCols;
+  if (splits == 1 && paged_decode) return PagedDecode(a, 1, split_len, nullptr);
   if (splits == 1) {
     ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -948,7 +933,7 @@ void Sdpa(const SdpaArgs& args) {
   }
   const int64_t stride = PartialFloats(a.d_v);
   float* partials = ThreadScratch(kSdpaCallSlot, static_cast<size_t>(blocks * splits * stride));
-  if (a.pages != nullptr && cols <= kDecodeCols) {
+  if (paged_decode) {
     PagedDecode(a, splits, split_len, partials);
   } else {
     // A paged cache interleaves the kv heads of a key (rows kv_heads * d apart): its tasks run
