@@ -403,46 +403,46 @@ OutLayout OutLayoutOf(const SdpaArgs& a, const Columns& c) {
   return ByRows(c) ? OutLayout{1, a.d_v} : OutLayout{kBlockCols, 1};
 }
 
-// The K or V rows of keys [k0, k0 + n) of a decode task over dense K/V (an address is formed
-// only for n > 0).
-struct DenseRows {
-  const SdpaArgs& a;
-  const SdpaTask& t;
-  StridedRows<float> Rows(bool is_v, int64_t k0, int64_t n) const {
+// One decode (ByRows) block of keys [k0, k0 + bk): scores of rows k, mask, online softmax,
+// values of rows v, while the kernels ask far_scores' and far_values' rows into L2.
+template <class Rows, class FarS, class FarV>
+void DecodeBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt,
+                 int64_t k0, int64_t bk, const Rows& k, const FarS& far_scores, const Rows& v,
+                 const FarV& far_values, float* s, float* m, float* l, float* o) {
+  const size_t n = static_cast<size_t>(c.n), dv = static_cast<size_t>(a.d_v);
+  ScoresByRows(k, static_cast<size_t>(bk), qt, n, static_cast<size_t>(a.d_k), a.scale, s,
+               kBlockCols, far_scores);
+  MaskBlock(a, t, c, k0, bk, s);
+  HWY_ALIGN float corr[kBlockCols];
+  OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), PaddedCols(c), m, l, corr);
+  if (dv == 0) return;  // no values: nothing of V is read
+  AccumulateByRows(v, static_cast<size_t>(bk), s, kBlockCols, n, corr, o, dv, dv, far_values);
+}
+
+// The decode sweep of dense K/V over keys [lo, hi) in blocks (DecodeBlock). While a block's
+// scores run its V rows are asked into L2, and while its values accumulate the next block's K
+// rows (FarRows): each row a block ahead of its use. (A paged cache's decode: PagedDecodeBlocks.)
+void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt, float* s,
+                  float* m, float* l, float* o, int64_t lo, int64_t hi) {
+  // Rows of keys [k0, k0 + n) of K or V (an address is formed only for n > 0).
+  auto rows = [&](bool is_v, int64_t k0, int64_t n) -> StridedRows<float> {
     const Strides4& st = is_v ? a.v_s : a.k_s;
     if (n == 0) return {nullptr, 0};
     const float* base = is_v ? a.v : a.k;
     return {base + KvBase(a, t.b, st) + t.kvh * st.head + k0 * st.seq, static_cast<size_t>(st.seq)};
-  }
-};
-
-// The decode (ByRows) sweep of dense K/V over keys [lo, hi) in blocks: scores, mask, online
-// softmax, values. While a block's scores run its V rows are asked into L2, and while its
-// values accumulate the next block's K rows (FarRows): each row a block ahead of its use.
-// (A paged cache's decode: PagedDecodeBlocks.)
-void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt, float* s,
-                  float* m, float* l, float* o, int64_t lo, int64_t hi) {
-  const DenseRows src{a, t};
-  const size_t ncols = PaddedCols(c), n = static_cast<size_t>(c.n);
-  const size_t dk = static_cast<size_t>(a.d_k), dv = static_cast<size_t>(a.d_v);
-  StridedRows<float> k = src.Rows(false, lo, std::min(a.block_keys, hi - lo));
+  };
+  using Far = FarRows<StridedRows<float>>;
+  const size_t k_bytes = static_cast<size_t>(a.d_k) * sizeof(float);
+  const size_t v_bytes = static_cast<size_t>(a.d_v) * sizeof(float);
+  StridedRows<float> k = rows(false, lo, std::min(a.block_keys, hi - lo));
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
     const int64_t bk = std::min(a.block_keys, hi - k0);
     const int64_t next = std::min(a.block_keys, hi - k0 - bk);
-    // (d_v == 0: no values, nothing of V is read, no address formed.)
-    const StridedRows<float> v = src.Rows(true, k0, dv == 0 ? 0 : bk);
-    ScoresByRows(k, static_cast<size_t>(bk), qt, n, dk, a.scale, s, kBlockCols,
-                 FarRows<StridedRows<float>>{v, dv == 0 ? 0 : static_cast<size_t>(bk),
-                                             dv * sizeof(float)});
-    MaskBlock(a, t, c, k0, bk, s);
-    HWY_ALIGN float corr[kBlockCols];
-    OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), ncols, m, l, corr);
-    const StridedRows<float> k_next = src.Rows(false, k0 + bk, next);
-    if (dv != 0) {
-      AccumulateByRows(v, static_cast<size_t>(bk), s, kBlockCols, n, corr, o, dv, dv,
-                       FarRows<StridedRows<float>>{k_next, static_cast<size_t>(next),
-                                                   dk * sizeof(float)});
-    }
+    const int64_t v_keys = a.d_v == 0 ? 0 : bk;  // (d_v == 0: no V address formed)
+    const StridedRows<float> v = rows(true, k0, v_keys);
+    const StridedRows<float> k_next = rows(false, k0 + bk, next);
+    DecodeBlock(a, t, c, qt, k0, bk, k, Far{v, static_cast<size_t>(v_keys), v_bytes}, v,
+                Far{k_next, static_cast<size_t>(next), k_bytes}, s, m, l, o);
     k = k_next;
   }
 }
@@ -720,7 +720,7 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
                        float* s) {
   const int64_t bkeys = PagedDecodeBlockKeys(a, nh);
   const size_t dk = static_cast<size_t>(a.d_k), dv = static_cast<size_t>(a.d_v);
-  const size_t n = static_cast<size_t>(hs[0].c.n), ncols = PaddedCols(hs[0].c);
+  using Far = FarRows<ListedRows<T>>;
   const T* lists[4][kMaxAttentionBlockKeys];
   const T** k = lists[0], **v = lists[1], **k_next = lists[2], **v_next = lists[3];
   const int64_t first = std::min(bkeys, hi - lo);
@@ -730,19 +730,13 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
     const int64_t bk = std::min(bkeys, hi - k0), next = std::min(bkeys, hi - k0 - bk);
     PagedRowList(a, hs[0].t, false, k0 + bk, next, k_next);
     PagedRowList(a, hs[0].t, true, k0 + bk, dv == 0 ? 0 : next, v_next);
-    for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t h = 0; h < nh; ++h) {  // head h: elements h * d past the listed rows
       const DecodeHead& e = hs[h];
       const size_t hk = static_cast<size_t>(h) * dk, hv = static_cast<size_t>(h) * dv;
-      ScoresByRows(ListedRows<T>{k, hk}, static_cast<size_t>(bk), e.qt, n, dk, a.scale, s,
-                   kBlockCols, FarRows<ListedRows<T>>{{k_next, hk}, static_cast<size_t>(next),
-                                                      dk * sizeof(T)});
-      MaskBlock(a, e.t, e.c, k0, bk, s);
-      HWY_ALIGN float corr[kBlockCols];
-      OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), ncols, e.m, e.l, corr);
-      if (dv == 0) continue;  // no values: nothing of V is read
-      AccumulateByRows(ListedRows<T>{v, hv}, static_cast<size_t>(bk), s, kBlockCols, n, corr, e.o,
-                       dv, dv, FarRows<ListedRows<T>>{{v_next, hv}, static_cast<size_t>(next),
-                                                     dv * sizeof(T)});
+      DecodeBlock(a, e.t, e.c, e.qt, k0, bk, ListedRows<T>{k, hk},
+                  Far{{k_next, hk}, static_cast<size_t>(next), dk * sizeof(T)},
+                  ListedRows<T>{v, hv}, Far{{v_next, hv}, static_cast<size_t>(next), dv * sizeof(T)},
+                  s, e.m, e.l, e.o);
     }
     std::swap(k, k_next);
     std::swap(v, v_next);
