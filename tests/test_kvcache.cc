@@ -12,12 +12,17 @@
 #include "tests/test_util.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
 
 #include "tests/sdpa_harness.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 namespace simdattn_test {
 namespace {
@@ -311,7 +316,74 @@ TEST_CASE("every compiled target") {
   ForEachTarget([] {
     CheckCase(DecodeCase(3, SIMDATTN_CAUSAL_BOTTOM_RIGHT), {SIMDATTN_DTYPE_F16, 16, true});
     CheckCase(DecodeCase(1, SIMDATTN_CAUSAL_BOTTOM_RIGHT), {SIMDATTN_DTYPE_BF16, 7, true});
+    // Rows that are not whole passes of the decode kernels (4 vectors, or 2 for more than 4
+    // columns): d_k 72 and d_v 108 leave a tail of whole and partial vectors on every target
+    // (4, 8 or 16 floats per vector); 4 and 8 columns.
+    for (int64_t q_len : {1, 2}) {
+      SdpaCase c = DecodeCase(q_len, SIMDATTN_CAUSAL_BOTTOM_RIGHT);
+      c.d_k = 72, c.d_v = 108;
+      CheckCase(c, {SIMDATTN_DTYPE_BF16, 16, true});
+    }
   });
+}
+
+// Every 16-bit pattern as a value row through the decode kernel: 32 sequences of one key each
+// (weight exp(0) / 1 = 1 exactly, so out = the widened V row), d_v 2048 (V of sequence b:
+// patterns 2048 b ..), on every compiled target, in the default mode and under FTZ/DAZ (the
+// widening must not flush f16 subnormals, which are normal floats; bf16 subnormals are float
+// subnormals, which the mode flushes in any float arithmetic). Exact, except that -0 gives +0
+// (0 + -0) and a NaN any NaN.
+void CheckWideningThroughValues(int32_t dtype) {
+  constexpr int64_t kBatch = 32, kDv = 2048;
+  std::vector<uint16_t> v(kBatch * kDv);
+  std::iota(v.begin(), v.end(), uint16_t{0});
+  const float k = 0.0f, q = 0.0f;
+  std::vector<float> qs(kBatch, q), ks(kBatch, k);
+  std::vector<uint16_t> kh(kBatch, 0);
+  const std::vector<int64_t> lens(kBatch, 1);
+  simdattn_kv_cache cache;
+  simdattn_kv_cache_init(&cache);
+  cache.dtype = dtype, cache.k = kh.data(), cache.v = v.data(), cache.num_blocks = kBatch;
+  cache.block_size = 1, cache.kv_heads = 1, cache.max_blocks_per_seq = 1;
+  cache.seq_lens = lens.data();
+  auto run = [&](bool flush) {
+    std::vector<float> out(kBatch * kDv, -1.0f);
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned saved = _mm_getcsr();
+    if (flush) _mm_setcsr(saved | 0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
+#else
+    if (flush) return out;
+#endif
+    const simdattn_status st =
+        simdattn_sdpa_kvcache(qs.data(), &cache, out.data(), kBatch, 1, 1, 1, kDv, nullptr);
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(saved);
+#endif
+    CHECK(st == SIMDATTN_OK);
+    return out;
+  };
+  ForEachThreadCount({1}, [&](int32_t) {  // (MXCSR is per thread)
+    ForEachTarget([&] {
+      for (bool flush : {false, true}) {
+        INFO("FTZ/DAZ ", flush);
+        const std::vector<float> out = run(flush);
+        for (size_t i = 0; i < v.size(); ++i) {
+          double want = dtype == SIMDATTN_DTYPE_BF16 ? Bf16Value(v[i]) : F16Value(v[i]);
+          if (flush && std::fabs(want) < FLT_MIN) want = 0.0;  // (bf16: float subnormals)
+          const bool ok = std::isnan(want) ? std::isnan(out[i]) : out[i] == want;
+          if (!ok || (want == 0.0 && std::signbit(out[i]))) {
+            FAIL_CHECK("pattern ", v[i], ": ", double{out[i]}, ", want ", want);
+            break;
+          }
+        }
+      }
+    });
+  });
+}
+
+TEST_CASE("every bf16 and f16 pattern widens exactly in the kernel, also under FTZ/DAZ") {
+  CheckWideningThroughValues(SIMDATTN_DTYPE_BF16);
+  CheckWideningThroughValues(SIMDATTN_DTYPE_F16);
 }
 
 TEST_CASE("blocks shared between sequences") {
