@@ -290,6 +290,9 @@ TEST_CASE("long decode: split key ranges, every dtype; ragged batches split too"
   m.var.sinks[3] = -kInf;
   m.var.alibi_slopes.assign(12, 0.01f);
   CheckCase(m, {SIMDATTN_DTYPE_F16, 16, true});
+  // Without ALiBi decode stores its scores compactly (a vector holds several keys' columns).
+  m.var.alibi_slopes.clear();
+  CheckCase(m, {SIMDATTN_DTYPE_BF16, 16, true});
 }
 
 TEST_CASE("bitwise identical for 1, 2, 3, 7 and 16 threads") {

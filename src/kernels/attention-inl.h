@@ -84,6 +84,66 @@ HWY_INLINE void OnlineSoftmaxScores(float* HWY_RESTRICT s, size_t ld, size_t bk,
   }
 }
 
+// Decode's scores of ncols (<= 8) columns stored compactly: CompactCols(ncols) a row, where a
+// vector holds whole rows (CanCompact).
+HWY_INLINE size_t CompactCols(size_t ncols) { return ncols <= 4 ? 4 : 8; }
+HWY_INLINE bool CanCompact(size_t ncols) { return hn::Lanes(DF()) % CompactCols(ncols) == 0; }
+
+// OnlineSoftmaxScores for a block stored compactly: bk rows of ldc columns (ldc divides Lanes),
+// each vector Lanes / ldc keys (lane i: column i % ldc), so that a few columns do not take a
+// vector of exponentials per key (4 columns of 16 lanes: a quarter as many). s has room for
+// bk * ldc floats rounded up to whole vectors; the rows past bk become -inf (p = 0).
+// m, l, corr: ldc floats each, as there (a NaN or +inf score poisons its column's l).
+HWY_INLINE void OnlineSoftmaxCompact(float* HWY_RESTRICT s, size_t bk, size_t ldc,
+                                     float* HWY_RESTRICT m, float* HWY_RESTRICT l,
+                                     float* HWY_RESTRICT corr) {
+  const DF d;
+  const size_t N = hn::Lanes(d), nv = (bk * ldc + N - 1) / N;
+  std::fill(s + bk * ldc, s + nv * N, kNegInf);
+  VF vmax = hn::Set(d, kNegInf);
+  auto nan = hn::FirstN(d, 0);  // all false
+  for (size_t v = 0; v < nv; ++v) {
+    const VF x = hn::LoadU(d, s + v * N);
+    vmax = hn::Max(vmax, x);
+    nan = hn::Or(nan, hn::IsNaN(x));
+  }
+  // Each column's lanes folded; its old max and its max to subtract as lane patterns.
+  HWY_ALIGN float lanes[kMaxLanesF], bad[kMaxLanesF], m_old[kMaxLanesF], m_safe[kMaxLanesF];
+  hn::Store(vmax, d, lanes);
+  hn::Store(hn::IfThenElseZero(nan, hn::Set(d, 1.0f)), d, bad);
+  bool poisoned[kMaxLanesF];
+  for (size_t j = 0; j < ldc; ++j) {
+    float block_max = kNegInf;
+    poisoned[j] = false;
+    for (size_t i = j; i < N; i += ldc) {
+      block_max = std::max(block_max, lanes[i]);
+      poisoned[j] = poisoned[j] || bad[i] != 0.0f;
+    }
+    poisoned[j] = poisoned[j] || block_max == -kNegInf;
+    const float m_new = std::max(m[j], block_max);
+    for (size_t i = j; i < N; i += ldc) {
+      m_old[i] = m[j];
+      m_safe[i] = m_new == kNegInf ? 0.0f : m_new;  // SafeMax
+    }
+    m[j] = m_new;
+  }
+  const VF ms = hn::Load(d, m_safe);
+  hn::Store(ExpNonPositive(d, hn::Sub(hn::Load(d, m_old), ms)), d, m_old);  // the rescale
+  VF sum = hn::Zero(d);
+  for (size_t v = 0; v < nv; ++v) {
+    const VF p = ExpNonPositive(d, hn::Sub(hn::LoadU(d, s + v * N), ms));
+    hn::StoreU(p, d, s + v * N);
+    sum = hn::Add(sum, p);
+  }
+  hn::Store(sum, d, lanes);
+  for (size_t j = 0; j < ldc; ++j) {
+    float total = 0.0f;
+    for (size_t i = j; i < N; i += ldc) total += lanes[i];
+    corr[j] = m_old[j];
+    l[j] = poisoned[j] ? std::numeric_limits<float>::quiet_NaN() : l[j] * corr[j] + total;
+  }
+}
+
 // OnlineSoftmaxScores, then o (dv rows x ncols, ldo apart: O^T) rescaled by corr per column
 // where m moved. corr: ncols floats of scratch.
 HWY_INLINE void OnlineSoftmaxStep(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t ncols,
@@ -325,10 +385,10 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
       }
     }
 #if HWY_TARGET != HWY_SCALAR
-    // Quads of 4 columns of one key (zero past kCols: ld >= 8 leaves room for them), into a
+    // Quads of 4 columns of one key (zero past kCols: ld leaves room for them), into a
     // spare row for a key past bk. (Every access to acc has a constant index once the loops
     // unroll, so that GCC keeps acc in registers.)
-    HWY_DASSERT(ld >= 8);
+    HWY_DASSERT(ld >= 4 * ((kCols + 3) / 4));
     constexpr size_t kGroups = (kCols + 3) / 4;  // 4 keys x 1 group, or 2 x 2
     static_assert(kRows * kGroups == 4, "16 accumulators");
     VF quad[4][4];

@@ -228,9 +228,14 @@ void AlibiBlockWide(const Columns& c, int64_t k0, int64_t bk, float* s) {
 // Softcap and ALiBi, then the additive mask, the causal and window limits and key padding, for
 // keys [k0, k0 + bk) of the score block s (simdattn.h's order).
 void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k0, int64_t bk,
-               float* s) {
+               float* s, int64_t ld = kBlockCols) {
   const size_t ncols = PaddedCols(c);
-  if (a.softcap > 0.0f) SoftcapBlock(s, kBlockCols, static_cast<size_t>(bk), ncols, a.softcap);
+  if (a.softcap > 0.0f && ld == kBlockCols) {
+    SoftcapBlock(s, kBlockCols, static_cast<size_t>(bk), ncols, a.softcap);
+  } else if (a.softcap > 0.0f) {  // compact rows as one
+    SoftcapBlock(s, 0, 1, static_cast<size_t>(bk * ld), a.softcap);
+  }
+  HWY_DASSERT(ld == kBlockCols || (a.alibi_slopes == nullptr && a.mask == nullptr));
   if (a.alibi_slopes != nullptr) {
     if (c.alibi_exact) {
       AlibiBlock(s, kBlockCols, static_cast<size_t>(bk), ncols, k0, c.pos, c.slope);
@@ -242,7 +247,7 @@ void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k
     for (int64_t j = 0; j < c.n; ++j) {
       const float* mrow = a.mask + t.b * a.mask_s.batch + c.head[j] * a.mask_s.head +
                           c.qi[j] * a.mask_s.seq + k0;
-      for (int64_t r = 0; r < bk; ++r) s[r * kBlockCols + j] += mrow[r];
+      for (int64_t r = 0; r < bk; ++r) s[r * ld + j] += mrow[r];
     }
   }
   if (a.causal != SIMDATTN_CAUSAL_NONE || a.window) {
@@ -250,15 +255,15 @@ void MaskBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, int64_t k
       int64_t first = 0, last = 0;
       VisibleRows(a, c, j, k0, bk, &first, &last);
       if (first > last) first = last = bk;  // nothing visible: cut every row
-      for (int64_t r = 0; r < std::min(first, bk); ++r) s[r * kBlockCols + j] = kNegInf;
-      for (int64_t r = std::max<int64_t>(last + 1, 0); r < bk; ++r) s[r * kBlockCols + j] = kNegInf;
+      for (int64_t r = 0; r < std::min(first, bk); ++r) s[r * ld + j] = kNegInf;
+      for (int64_t r = std::max<int64_t>(last + 1, 0); r < bk; ++r) s[r * ld + j] = kNegInf;
     }
   }
   if (a.key_padding != nullptr) {
     const uint8_t* pad = a.key_padding + t.b * a.key_padding_batch_stride + k0;
     for (int64_t r = 0; r < bk; ++r) {
       if (pad[r] == 0) continue;
-      for (int64_t j = 0; j < kBlockCols; ++j) s[r * kBlockCols + j] = kNegInf;
+      for (int64_t j = 0; j < ld; ++j) s[r * ld + j] = kNegInf;
     }
   }
 }
@@ -410,13 +415,21 @@ void DecodeBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const f
                  int64_t k0, int64_t bk, const Rows& k, const FarS& far_scores, const Rows& v,
                  const FarV& far_values, float* s, float* m, float* l, float* o) {
   const size_t n = static_cast<size_t>(c.n), dv = static_cast<size_t>(a.d_v);
-  ScoresByRows(k, static_cast<size_t>(bk), qt, n, static_cast<size_t>(a.d_k), a.scale, s,
-               kBlockCols, far_scores);
-  MaskBlock(a, t, c, k0, bk, s);
+  // Scores of a few columns compactly (OnlineSoftmaxCompact), unless ALiBi or a mask, which
+  // work on whole vectors of columns, take the wide layout.
+  const bool compact = CanCompact(n) && a.alibi_slopes == nullptr && a.mask == nullptr;
+  const size_t ld = compact ? CompactCols(n) : kBlockCols;
+  ScoresByRows(k, static_cast<size_t>(bk), qt, n, static_cast<size_t>(a.d_k), a.scale, s, ld,
+               far_scores);
+  MaskBlock(a, t, c, k0, bk, s, static_cast<int64_t>(ld));
   HWY_ALIGN float corr[kBlockCols];
-  OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), PaddedCols(c), m, l, corr);
+  if (compact) {
+    OnlineSoftmaxCompact(s, static_cast<size_t>(bk), ld, m, l, corr);
+  } else {
+    OnlineSoftmaxScores(s, kBlockCols, static_cast<size_t>(bk), PaddedCols(c), m, l, corr);
+  }
   if (dv == 0) return;  // no values: nothing of V is read
-  AccumulateByRows(v, static_cast<size_t>(bk), s, kBlockCols, n, corr, o, dv, dv, far_values);
+  AccumulateByRows(v, static_cast<size_t>(bk), s, ld, n, corr, o, dv, dv, far_values);
 }
 
 // The decode sweep of dense K/V over keys [lo, hi) in blocks (DecodeBlock). While a block's
