@@ -227,6 +227,34 @@ TEST_CASE("sdpa: BSHD strides and padded rows, padding untouched") {
   }
 }
 
+// Strided K/V (BSHD, or padded rows) that several column blocks of a (batch, kv head) share are
+// copied once per pair to contiguous rows (PacksPairs, src/ops/sdpa.cc): 3 column blocks of 64
+// per pair, 18 pairs' blocks (enough not to split the keys); every feature through that path,
+// and the same bits for any thread count (the column blocks a task takes depend on it).
+TEST_CASE("sdpa: strided K/V shared by several column blocks (a copy per batch and kv head)") {
+  SdpaCase c;
+  c.batch = 3, c.heads = 8, c.kv_heads = 2, c.q_len = 40, c.kv_len = 300, c.d_k = 48, c.d_v = 40;
+  c.layout = Layout::kBshd, c.out_pad = 3;
+  c.kv_lens = {300, 0, 77};
+  c.causal = SIMDATTN_CAUSAL_BOTTOM_RIGHT, c.lse = true;
+  RunAndCheck(c);
+  CheckDeterministic(c);
+  SdpaCase w = c;  // weights, a mask, padded rows of BHSD
+  w.layout = Layout::kBhsd, w.in_pad = 2, w.weights = true;
+  w.mask.present = true, w.mask.neg_inf_fraction = 0.1;
+  RunAndCheck(w);
+  SdpaCase v = c;  // the 0.2 variants
+  v.causal = SIMDATTN_CAUSAL_NONE;
+  v.var.window = true, v.var.window_left = 50, v.var.window_right = 7;
+  v.var.softcap = 2.5f;
+  v.var.alibi_slopes = {0.5f, 0.25f, 0.125f, 0.0625f, 0.03f, 0.01f, 0.0f, -0.1f};
+  v.var.sinks = {0.5f, -kInf, 2.0f, -1.0f, 0.0f, 1.0f, 3.0f, -3.0f};
+  RunAndCheck(v);
+  SdpaCase e = c;  // no values
+  e.d_v = 0;
+  RunAndCheck(e);
+}
+
 TEST_CASE("sdpa: explicit scale") {
   for (const float scale : {0.01f, 0.37f, 1.0f, 3.0f}) {
     SdpaCase c = Typical();

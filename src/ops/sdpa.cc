@@ -72,17 +72,35 @@ inline int64_t LseIndex(const SdpaArgs& a, int64_t b, int64_t h, int64_t i) {
   return a.cu_q != nullptr ? (a.cu_q[b] + i) * a.heads + h : (b * a.heads + h) * a.q_len + i;
 }
 
+// Largest K and V rows of one (batch, kv head) that a task copies to contiguous rows
+// (PacksPairs), floats: 4 MiB, the reservation each thread keeps for it.
+constexpr int64_t kPairCopyFloats = int64_t{1} << 20;
+
+// Whether Sdpa runs (batch, kv head) pairs over a contiguous copy of their K and V rows
+// (PairTaskImpl): K or V strided (BSHD: rows a token apart, which share L2 sets, so the column
+// blocks of a pair read them from L3 or memory again each), several column blocks per pair to
+// share the copy, enough tasks not to split the keys, and a copy of at most kPairCopyFloats.
+inline bool PacksPairs(const SdpaArgs& a) {
+  const bool strided = a.k_s.seq != a.d_k || (a.d_v > 0 && a.v_s.seq != a.d_v);
+  const int64_t col_blocks = (a.q_len * (a.heads / a.kv_heads) + kBlockCols - 1) / kBlockCols;
+  return strided && a.pages == nullptr && a.cu_q == nullptr && col_blocks > 1 &&
+         a.batch * a.kv_heads * col_blocks >= kMinTasks &&
+         a.kv_len * (a.d_k + a.d_v) <= kPairCopyFloats;
+}
+
 // Partial result of one split task, finalized: lse (kBlockCols), then kBlockCols output rows
 // of d_v; merged by MergeRow, the kernel of simdattn_attention_merge.
 inline int64_t PartialFloats(int64_t d_v) { return (1 + d_v) * kBlockCols; }
 // Scratch of one task (a.block_keys set) on a target of `lanes` floats per vector: Q^T or query
 // rows, or the few-keys path's K^T and its transpose buffer (slot 0), S^T and the copies of
-// strided K/V blocks (1), O^T (2), m and l (3). A paged decode range keeps its kDecodeHeads
-// heads' query rows (kRowCols x d_k each), outputs (kRowCols x d_v) and m, l in slots 0, 2, 3.
+// strided K/V blocks or of a pair's K/V rows (1), O^T (2), m and l (3). A paged decode range
+// keeps its kDecodeHeads heads' query rows (kRowCols x d_k each), outputs (kRowCols x d_v) and
+// m, l in slots 0, 2, 3.
 inline TaskScratch SdpaTaskScratch(const SdpaArgs& a, int64_t lanes) {
   TaskScratch s;
   s.floats[0] = static_cast<size_t>(a.d_k * std::max<int64_t>(kBlockCols, 2 * lanes));
-  s.floats[1] = static_cast<size_t>(a.block_keys * (kBlockCols + a.d_k + a.d_v));
+  const int64_t copy_keys = PacksPairs(a) ? std::max(a.kv_len, a.block_keys) : a.block_keys;
+  s.floats[1] = static_cast<size_t>(a.block_keys * kBlockCols + copy_keys * (a.d_k + a.d_v));
   s.floats[2] = static_cast<size_t>(std::max<int64_t>(a.d_v, 1) * kBlockCols);
   s.floats[3] = static_cast<size_t>(2 * kBlockCols * kDecodeHeads);  // m, l of each head
   return s;
@@ -697,12 +715,36 @@ void FewKeysTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh) {
 
 // Whole task: sweep, then write out/lse/weights (partial == nullptr), or store the finalized
 // partial result of its key range for MergeTaskImpl.
-void AttendTaskImpl(const SdpaArgs& a, const SdpaTask& t, float* partial) {
+void Attend(const SdpaArgs& a, const SdpaTask& t, const Scratch& sc, float* partial) {
   const Columns c = MakeColumns(a, t);
-  const Scratch sc = GetScratch(a);
   Sweep(a, t, c, sc.qt, sc.s, sc.m, sc.l, sc.o, sc.kbuf, sc.vbuf);
   Finalize(a, t, c, sc.m, sc.l, sc.o, partial);
   if (partial == nullptr && a.weights != nullptr) WriteWeights(a, t, c, sc.qt, sc.s, sc.m, sc.l);
+}
+void AttendTaskImpl(const SdpaArgs& a, const SdpaTask& t, float* partial) {
+  Attend(a, t, GetScratch(a), partial);
+}
+
+// Column blocks [cb0, cb1) of (b, kvh) (PacksPairs): its strided K and V rows copied once to
+// contiguous rows in the task's scratch, which every block's sweep then reads in place.
+void PairTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh, int64_t cb0, int64_t cb1) {
+  const Scratch sc = GetScratch(a);
+  SdpaArgs p = a;  // K and V of (b, kvh) only: batch and head strides 0
+  const int64_t n = KvLen(a, b);
+  auto rows = [&](bool is_v, float* copy, const float** base, Strides4* st) {
+    const int64_t d = is_v ? a.d_v : a.d_k;
+    const float* src = *base + KvBase(a, b, *st) + kvh * st->head;
+    if (st->seq != d) src = CopyRows(src, static_cast<size_t>(st->seq), n, d, copy);
+    *st = Strides4{0, 0, src == copy ? d : st->seq};
+    *base = src;
+  };
+  rows(false, sc.kbuf, &p.k, &p.k_s);
+  if (a.d_v > 0) rows(true, sc.kbuf + a.kv_len * a.d_k, &p.v, &p.v_s);
+  const int64_t cols = a.q_len * (a.heads / a.kv_heads);
+  auto task = [&](int64_t cb) {
+    return SdpaTask{b, kvh, cb * kBlockCols, std::min(cols, (cb + 1) * kBlockCols), 0, a.kv_len};
+  };
+  for (int64_t cb = cb0; cb < cb1; ++cb) Attend(p, task(cb), sc, nullptr);
 }
 
 // Keys per block of a paged decode range over `heads` kv heads: the K and V rows of a block and
@@ -818,6 +860,7 @@ HWY_AFTER_NAMESPACE();
 namespace simdattn {
 
 HWY_EXPORT(AttendTaskImpl);
+HWY_EXPORT(PairTaskImpl);
 HWY_EXPORT(PagedDecodeRangeImpl);
 HWY_EXPORT(MergeTaskImpl);
 HWY_EXPORT(LanesImpl);
@@ -930,6 +973,20 @@ void Sdpa(const SdpaArgs& args) {
   };
   const bool paged_decode = a.pages != nullptr && cols <= kDecodeCols;
   if (splits == 1 && paged_decode) return PagedDecode(a, 1, split_len, nullptr);
+  if (PacksPairs(a)) {  // (never split: kMinTasks)
+    // Column blocks per task: all of a pair's while that leaves 4 tasks a thread.
+    const int64_t pairs = a.batch * a.kv_heads;
+    const int64_t per = std::clamp<int64_t>(blocks / (4 * NumThreads()), 1, col_blocks);
+    const int64_t chunks = CeilDiv(col_blocks, per);
+    ParallelFor(pairs * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t pair = i / chunks, cb0 = i % chunks * per;
+        HWY_DYNAMIC_DISPATCH(PairTaskImpl)(a, pair / a.kv_heads, pair % a.kv_heads, cb0,
+                                           std::min(col_blocks, cb0 + per));
+      }
+    });
+    return;
+  }
   if (splits == 1) {
     ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
