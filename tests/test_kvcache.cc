@@ -181,6 +181,17 @@ std::string Describe(const SdpaCase& c, const CacheSpec& s) {
 // Runs case c through a paged cache; checks against the reference, and bitwise against
 // simdattn_sdpa on the dense widened K/V where both run the same blocks (the table only moves
 // rows; widening is exact).
+// Worst |error| / bound of the cache's results per dtype, without and with the variants
+// (window, softcap, ALiBi, sinks), for the closing notes (printed by the last test case).
+WorstRatios& WorstOf(int32_t dtype, bool variants) {
+  static WorstRatios worst[3][2];
+  return worst[dtype][variants ? 1 : 0];
+}
+bool HasVariants(const SdpaCase& c) {
+  return c.var.window || c.var.softcap != 0.0f || !c.var.alibi_slopes.empty() ||
+         !c.var.sinks.empty();
+}
+
 void CheckCase(const SdpaCase& c, const CacheSpec& s) {
   INFO(Describe(c, s));
   SdpaRun run(c);
@@ -189,7 +200,14 @@ void CheckCase(const SdpaCase& c, const CacheSpec& s) {
   const std::vector<float> dense_out = run.out().buffer(), dense_lse = run.lse().buffer();
   run.ResetOutputs();
   CheckOk(CallKv(run, cache.get()));
-  run.Check(RowsToCheck(c));
+  WorstRatios& all = WorstRatios::Get();
+  const WorstRatios before = all;
+  all.Reset();
+  run.Check(RowsToCheck(c));  // (updates all)
+  WorstRatios& mine = WorstOf(s.dtype, HasVariants(c));
+  mine.out = std::max(mine.out, all.out), mine.lse = std::max(mine.lse, all.lse);
+  all.out = std::max(all.out, before.out), all.lse = std::max(all.lse, before.lse);
+  all.weights = std::max(all.weights, before.weights);
   // Where both take the same path: the few-keys path (kv_len <= one vector) reads dense K in
   // place and is not taken by a cache, a cache splits long sequences into 512-key ranges
   // (simdattn_sdpa: 2048, and only for few tasks) merged by LSE, and its decode (at most 8
@@ -293,6 +311,7 @@ TEST_CASE("long decode: split key ranges, every dtype; ragged batches split too"
   // Without ALiBi decode stores its scores compactly (a vector holds several keys' columns).
   m.var.alibi_slopes.clear();
   CheckCase(m, {SIMDATTN_DTYPE_BF16, 16, true});
+  CheckCase(m, {SIMDATTN_DTYPE_F32, 16, true});
 }
 
 TEST_CASE("bitwise identical for 1, 2, 3, 7 and 16 threads") {
@@ -436,6 +455,17 @@ TEST_CASE("empty sizes: OK, nothing written; NULL buffers without elements") {
   CheckOk(simdattn_sdpa_kvcache(q.data(), &cache, o.data(), 1, 4, 1, 8, 8, &opt));
   for (float x : o) CHECK(x == 0.0f);
   for (float x : lse) CHECK(x == -kInf);
+}
+
+TEST_CASE("worst errors per dtype (runs last: the cases above fill them)") {
+  const char* names[3] = {"f32", "bf16", "f16"};
+  for (int32_t t = 0; t < 3; ++t) {
+    for (bool variants : {false, true}) {
+      const std::string line = std::string(names[t]) + (variants ? " with variants: " : ": ") +
+                               WorstOf(t, variants).Text();
+      MESSAGE(line);
+    }
+  }
 }
 
 }  // namespace
