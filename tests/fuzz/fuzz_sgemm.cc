@@ -80,8 +80,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool finite =
       !specials && std::isfinite(alpha) && std::isfinite(beta) && (!c_nan || beta == 0.0f);
   for (int64_t bi = 0; bi < batch; ++bi) {
-    const float* ab = a.data() + bi * sa;
-    const float* bb = b.data() + bi * sb;
+    // (k == 0: A and B are never read, and their batch strides need not fit their buffers.)
+    const float* ab = k > 0 ? a.data() + bi * sa : nullptr;
+    const float* bb = k > 0 ? b.data() + bi * sb : nullptr;
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) {
         const int64_t o = bi * sc + i * ldc + j;
