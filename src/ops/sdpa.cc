@@ -82,7 +82,7 @@ constexpr int64_t kPairCopyFloats = int64_t{1} << 20;
 // share the copy, enough tasks not to split the keys, and a copy of at most kPairCopyFloats.
 inline bool PacksPairs(const SdpaArgs& a) {
   const bool strided = a.k_s.seq != a.d_k || (a.d_v > 0 && a.v_s.seq != a.d_v);
-  const int64_t col_blocks = (a.q_len * (a.heads / a.kv_heads) + kBlockCols - 1) / kBlockCols;
+  const int64_t col_blocks = CeilDiv(a.q_len * (a.heads / a.kv_heads), kBlockCols);
   return strided && a.pages == nullptr && a.cu_q == nullptr && col_blocks > 1 &&
          a.batch * a.kv_heads * col_blocks >= kMinTasks &&
          a.kv_len * (a.d_k + a.d_v) <= kPairCopyFloats;
@@ -731,15 +731,17 @@ void PairTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh, int64_t cb0, int64_
   const Scratch sc = GetScratch(a);
   SdpaArgs p = a;  // K and V of (b, kvh) only: batch and head strides 0
   const int64_t n = KvLen(a, b);
-  auto rows = [&](bool is_v, float* copy, const float** base, Strides4* st) {
-    const int64_t d = is_v ? a.d_v : a.d_k;
-    const float* src = *base + KvBase(a, b, *st) + kvh * st->head;
-    if (st->seq != d) src = CopyRows(src, static_cast<size_t>(st->seq), n, d, copy);
-    *st = Strides4{0, 0, src == copy ? d : st->seq};
-    *base = src;
+  // The pair's rows of d floats: in place when contiguous, else copied to `copy`.
+  auto pair_rows = [&](const float* base, const Strides4& st, int64_t d, float* copy) {
+    const float* src = base + KvBase(a, b, st) + kvh * st.head;
+    return st.seq == d ? src : CopyRows(src, static_cast<size_t>(st.seq), n, d, copy);
   };
-  rows(false, sc.kbuf, &p.k, &p.k_s);
-  if (a.d_v > 0) rows(true, sc.kbuf + a.kv_len * a.d_k, &p.v, &p.v_s);
+  p.k = pair_rows(a.k, a.k_s, a.d_k, sc.kbuf);
+  p.k_s = Strides4{0, 0, a.d_k};
+  if (a.d_v > 0) {
+    p.v = pair_rows(a.v, a.v_s, a.d_v, sc.kbuf + a.kv_len * a.d_k);
+    p.v_s = Strides4{0, 0, a.d_v};
+  }
   const int64_t cols = a.q_len * (a.heads / a.kv_heads);
   auto task = [&](int64_t cb) {
     return SdpaTask{b, kvh, cb * kBlockCols, std::min(cols, (cb + 1) * kBlockCols), 0, a.kv_len};
