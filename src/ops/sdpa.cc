@@ -51,6 +51,15 @@ struct SdpaTask {
   int64_t b, kvh, col0, col1;  // columns [col0, col1) of (b, kvh); column j = query j / G, head g = j % G
   int64_t key0, key1;          // key range of this task
 };
+// Columns of one (batch, kv head): its q_len queries of each of the heads / kv_heads heads.
+inline int64_t PairCols(const SdpaArgs& a) { return a.q_len * (a.heads / a.kv_heads); }
+// Column block cb (kBlockCols of the pair's cols columns, fewer in the last) of (b, kvh) over
+// keys [key0, key1).
+inline SdpaTask BlockTask(int64_t b, int64_t kvh, int64_t cb, int64_t cols, int64_t key0,
+                          int64_t key1) {
+  const int64_t col0 = cb * kBlockCols;
+  return SdpaTask{b, kvh, col0, std::min(cols, col0 + kBlockCols), key0, key1};
+}
 // Geometry of batch entry b: a batch entry of simdattn_sdpa or a sequence of
 // simdattn_sdpa_varlen (SdpaArgs::cu_q set; then the .batch strides are unused).
 inline int64_t QLen(const SdpaArgs& a, int64_t b) {
@@ -82,7 +91,7 @@ constexpr int64_t kPairCopyFloats = int64_t{1} << 20;
 // share the copy, enough tasks not to split the keys, and a copy of at most kPairCopyFloats.
 inline bool PacksPairs(const SdpaArgs& a) {
   const bool strided = a.k_s.seq != a.d_k || (a.d_v > 0 && a.v_s.seq != a.d_v);
-  const int64_t col_blocks = CeilDiv(a.q_len * (a.heads / a.kv_heads), kBlockCols);
+  const int64_t col_blocks = CeilDiv(PairCols(a), kBlockCols);
   return strided && a.pages == nullptr && a.cu_q == nullptr && col_blocks > 1 &&
          a.batch * a.kv_heads * col_blocks >= kMinTasks &&
          a.kv_len * (a.d_k + a.d_v) <= kPairCopyFloats;
@@ -221,6 +230,7 @@ void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* 
   }
   int64_t j = 0;
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  const int64_t whole = a.d_k / 16 * 16;  // elements of each row through the transpose
   // 16 equally spaced rows at a time through a register transpose: their loads issue together,
   // where the scalar scatter below waits on one row (a token apart in BSHD: a miss each) at a
   // time.
@@ -230,7 +240,6 @@ void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* 
     bool even = step >= 0;
     for (int64_t i = 2; i < 16 && even; ++i) even = QueryRow(a, t, c, j + i) - first == i * step;
     if (!even) break;
-    const int64_t whole = a.d_k / 16 * 16;
     for (int64_t p = 0; p < whole; p += 16) {
       Transpose16x16(first + p, static_cast<size_t>(step), qt + p * kBlockCols + j, kBlockCols);
     }
@@ -762,11 +771,9 @@ void PairTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh, int64_t cb0, int64_
     p.v = pair_rows(a.v, a.v_s, a.d_v, sc.kbuf + a.kv_len * a.d_k);
     p.v_s = Strides4{0, 0, a.d_v};
   }
-  const int64_t cols = a.q_len * (a.heads / a.kv_heads);
-  auto task = [&](int64_t cb) {
-    return SdpaTask{b, kvh, cb * kBlockCols, std::min(cols, (cb + 1) * kBlockCols), 0, a.kv_len};
-  };
-  for (int64_t cb = cb0; cb < cb1; ++cb) Attend(p, task(cb), sc, nullptr);
+  for (int64_t cb = cb0; cb < cb1; ++cb) {
+    Attend(p, BlockTask(b, kvh, cb, PairCols(a), 0, a.kv_len), sc, nullptr);
+  }
 }
 
 // Keys per block of a paged decode range over `heads` kv heads: the K and V rows of a block and
@@ -826,7 +833,7 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
 // its out and lse.
 void PagedDecodeRangeImpl(const SdpaArgs& a, int64_t b, int64_t g0, int64_t g1, int64_t key0,
                           int64_t key1, float* partials, int64_t head_stride) {
-  const int64_t cols = a.q_len * (a.heads / a.kv_heads), nh = g1 - g0;
+  const int64_t cols = PairCols(a), nh = g1 - g0;
   const Scratch sc = GetScratch(a);
   DecodeHead hs[kDecodeHeads];
   for (int64_t h = 0; h < nh; ++h) {
@@ -925,9 +932,7 @@ static void SdpaVarlen(const SdpaArgs& a) {
       const int64_t n = std::upper_bound(first.begin(), first.end(), i) - first.begin() - 1;
       const int64_t b = order[n], cols = QLen(a, b) * group;
       const int64_t col_blocks = CeilDiv(cols, kBlockCols), local = i - first[n];
-      const int64_t col0 = local % col_blocks * kBlockCols;
-      const SdpaTask t{b, local / col_blocks, col0, std::min(cols, col0 + kBlockCols), 0,
-                       KvLen(a, b)};
+      const SdpaTask t = BlockTask(b, local / col_blocks, local % col_blocks, cols, 0, KvLen(a, b));
       HWY_DYNAMIC_DISPATCH(AttendTaskImpl)(a, t, nullptr);
     }
   });
@@ -976,7 +981,7 @@ void Sdpa(const SdpaArgs& args) {
     return;
   }
   if (a.cu_q != nullptr) return SdpaVarlen(a);
-  const int64_t cols = a.q_len * group;
+  const int64_t cols = PairCols(a);
   const int64_t col_blocks = CeilDiv(cols, kBlockCols);
   const int64_t blocks = a.batch * a.kv_heads * col_blocks;
   int64_t splits = 1;
@@ -988,10 +993,9 @@ void Sdpa(const SdpaArgs& args) {
   }
   const int64_t split_len = CeilDiv(std::max<int64_t>(a.kv_len, 1), splits);
   auto task_of = [&](int64_t block, int64_t split) {
-    const int64_t cb = block % col_blocks, bh = block / col_blocks;
-    const int64_t col0 = cb * kBlockCols;
-    return SdpaTask{bh / a.kv_heads, bh % a.kv_heads, col0, std::min(cols, col0 + kBlockCols),
-                    split * split_len, splits == 1 ? a.kv_len : std::min(a.kv_len, (split + 1) * split_len)};
+    const int64_t bh = block / col_blocks;
+    return BlockTask(bh / a.kv_heads, bh % a.kv_heads, block % col_blocks, cols, split * split_len,
+                     splits == 1 ? a.kv_len : std::min(a.kv_len, (split + 1) * split_len));
   };
   const bool paged_decode = a.pages != nullptr && cols <= kDecodeCols;
   if (splits == 1 && paged_decode) return PagedDecode(a, 1, split_len, nullptr);
