@@ -369,6 +369,10 @@ struct WorstRatios {
     return w;
   }
   void Reset() { *this = WorstRatios{}; }
+  // Each ratio the larger of this and o's.
+  void Join(const WorstRatios& o) {
+    out = std::max(out, o.out), lse = std::max(lse, o.lse), weights = std::max(weights, o.weights);
+  }
   static void Update(const float* got, int64_t ld, const Reference& ref, double* worst) {
     for (int64_t i = 0; i < ref.want.rows; ++i) {
       for (int64_t j = 0; j < ref.want.cols; ++j) {

@@ -178,9 +178,6 @@ std::string Describe(const SdpaCase& c, const CacheSpec& s) {
   return o.str();
 }
 
-// Runs case c through a paged cache; checks against the reference, and bitwise against
-// simdattn_sdpa on the dense widened K/V where both run the same blocks (the table only moves
-// rows; widening is exact).
 // Worst |error| / bound of the cache's results per dtype, without and with the variants
 // (window, softcap, ALiBi, sinks), for the closing notes (printed by the last test case).
 WorstRatios& WorstOf(int32_t dtype, bool variants) {
@@ -192,6 +189,9 @@ bool HasVariants(const SdpaCase& c) {
          !c.var.sinks.empty();
 }
 
+// Runs case c through a paged cache; checks against the reference, and bitwise against
+// simdattn_sdpa on the dense widened K/V where both run the same blocks (the table only moves
+// rows; widening is exact).
 void CheckCase(const SdpaCase& c, const CacheSpec& s) {
   INFO(Describe(c, s));
   SdpaRun run(c);
@@ -204,10 +204,8 @@ void CheckCase(const SdpaCase& c, const CacheSpec& s) {
   const WorstRatios before = all;
   all.Reset();
   run.Check(RowsToCheck(c));  // (updates all)
-  WorstRatios& mine = WorstOf(s.dtype, HasVariants(c));
-  mine.out = std::max(mine.out, all.out), mine.lse = std::max(mine.lse, all.lse);
-  all.out = std::max(all.out, before.out), all.lse = std::max(all.lse, before.lse);
-  all.weights = std::max(all.weights, before.weights);
+  WorstOf(s.dtype, HasVariants(c)).Join(all);
+  all.Join(before);
   // Where both take the same path: the few-keys path (kv_len <= one vector) reads dense K in
   // place and is not taken by a cache, a cache splits long sequences into 512-key ranges
   // (simdattn_sdpa: 2048, and only for few tasks) merged by LSE, and its decode (at most 8
