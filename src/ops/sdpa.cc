@@ -497,7 +497,9 @@ void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const 
   StridedRows<float> k = rows(false, lo, std::min(a.block_keys, hi - lo));
   for (int64_t k0 = lo; k0 < hi; k0 += a.block_keys) {
     const int64_t bk = std::min(a.block_keys, hi - k0);
-    const int64_t next = std::min(a.block_keys, hi - k0 - bk);
+    // After the last block: the keys that follow (the next split task's, which this thread
+    // runs next), so that it does not start cold.
+    const int64_t next = std::min(a.block_keys, (k0 + bk < hi ? hi : c.kv_len_b) - k0 - bk);
     const int64_t v_keys = a.d_v == 0 ? 0 : bk;  // (d_v == 0: no V address formed)
     const StridedRows<float> v = rows(true, k0, v_keys);
     const StridedRows<float> k_next = rows(false, k0 + bk, next);
@@ -796,9 +798,25 @@ struct DecodeHead {
   float *qt, *m, *l, *o;
 };
 
+// The keys that follow a paged decode range [.., hi) of task t, asked for during its last block
+// so that no range starts cold: this batch entry's next keys, else the next entry's first ones
+// (PagedDecode runs a thread's tasks in that order). Only keys < the entry's seq_lens: their
+// block table entries were checked.
+struct FollowingKeys {
+  SdpaTask t;
+  int64_t k0, n;
+};
+FollowingKeys FollowingKeysOf(const SdpaArgs& a, const SdpaTask& t, int64_t hi, int64_t n) {
+  if (hi < KvLen(a, t.b)) return {t, hi, std::min(n, KvLen(a, t.b) - hi)};
+  SdpaTask next = t;
+  next.b = std::min(t.b + 1, a.batch - 1);
+  return {next, 0, next.b == t.b ? 0 : std::min(n, KvLen(a, next.b))};
+}
+
 // The blocks of keys [lo, hi) for every head of hs: per block, the row lists of K and V once
 // (their first head's rows; the others are elements further), then each head's scores, online
-// softmax and values, while the next block's K and V rows of that head are asked into L2.
+// softmax and values, while the next block's K and V rows of that head (after the last block:
+// FollowingKeysOf) are asked into L2.
 template <class T>
 void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo, int64_t hi,
                        float* s) {
@@ -811,9 +829,12 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
   PagedRowList(a, hs[0].t, false, lo, first, k);
   PagedRowList(a, hs[0].t, true, lo, dv == 0 ? 0 : first, v);
   for (int64_t k0 = lo; k0 < hi; k0 += bkeys) {
-    const int64_t bk = std::min(bkeys, hi - k0), next = std::min(bkeys, hi - k0 - bk);
-    PagedRowList(a, hs[0].t, false, k0 + bk, next, k_next);
-    PagedRowList(a, hs[0].t, true, k0 + bk, dv == 0 ? 0 : next, v_next);
+    const int64_t bk = std::min(bkeys, hi - k0);
+    const FollowingKeys f = k0 + bk < hi ? FollowingKeys{hs[0].t, k0 + bk, std::min(bkeys, hi - k0 - bk)}
+                                         : FollowingKeysOf(a, hs[0].t, hi, bkeys);
+    const int64_t next = f.n;
+    PagedRowList(a, f.t, false, f.k0, next, k_next);
+    PagedRowList(a, f.t, true, f.k0, dv == 0 ? 0 : next, v_next);
     for (int64_t h = 0; h < nh; ++h) {  // head h: elements h * d past the listed rows
       const DecodeHead& e = hs[h];
       const size_t hk = static_cast<size_t>(h) * dk, hv = static_cast<size_t>(h) * dv;
@@ -947,7 +968,7 @@ static void PagedDecode(const SdpaArgs& a, int64_t splits, int64_t split_len, fl
   const int64_t groups = CeilDiv(a.kv_heads, kDecodeHeads), stride = PartialFloats(a.d_v);
   ParallelFor(splits * a.batch * groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t split = i / (a.batch * groups), b = i / groups % a.batch;
+      const int64_t b = i / (splits * groups), split = i / groups % splits;
       const int64_t g0 = i % groups * kDecodeHeads, g1 = std::min(a.kv_heads, g0 + kDecodeHeads);
       const int64_t key0 = split * split_len, key1 = std::min(a.kv_len, key0 + split_len);
       float* first = partials == nullptr
