@@ -960,8 +960,9 @@ static void SdpaVarlen(const SdpaArgs& a) {
 }
 
 // Decode over a paged cache split into key ranges: tasks of up to kDecodeHeads kv heads of one
-// batch entry over one range, range by range (all batch entries and heads of a range
-// together, while its pages are hot); partial (b, g, split) at ((b * kv_heads + g) * splits +
+// batch entry over one range, entry by entry and range by range (the heads of a range together,
+// while its pages are hot; a thread's next task reads the keys that follow, which its last
+// block asked for: FollowingKeysOf); partial (b, g, split) at ((b * kv_heads + g) * splits +
 // split) * PartialFloats(d_v), as the other split tasks write them. Unsplit (one range,
 // partials null): the tasks write out and lse.
 static void PagedDecode(const SdpaArgs& a, int64_t splits, int64_t split_len, float* partials) {
