@@ -798,25 +798,29 @@ struct DecodeHead {
   float *qt, *m, *l, *o;
 };
 
-// The keys that follow a paged decode range [.., hi) of task t, asked for during its last block
-// so that no range starts cold: this batch entry's next keys, else the next entry's first ones
-// (PagedDecode runs a thread's tasks in that order). Only keys < the entry's seq_lens: their
+// The keys whose K and V rows a paged decode block ending at key `end` of task t's range
+// [.., hi) asks for, at most n: the range's next block; after its last block, so that no range
+// starts cold, this batch entry's next keys, else the next entry's first ones (what PagedDecode
+// runs next on this thread, with one group of kv heads). Only keys < the entry's seq_lens: their
 // block table entries were checked.
 struct FollowingKeys {
   SdpaTask t;
   int64_t k0, n;
 };
-FollowingKeys FollowingKeysOf(const SdpaArgs& a, const SdpaTask& t, int64_t hi, int64_t n) {
-  if (hi < KvLen(a, t.b)) return {t, hi, std::min(n, KvLen(a, t.b) - hi)};
+FollowingKeys FollowingKeysOf(const SdpaArgs& a, const SdpaTask& t, int64_t end, int64_t hi,
+                              int64_t n) {
+  if (end < hi) return {t, end, std::min(n, hi - end)};
+  if (end < KvLen(a, t.b)) return {t, end, std::min(n, KvLen(a, t.b) - end)};
+  if (t.b + 1 == a.batch) return {t, end, 0};
   SdpaTask next = t;
-  next.b = std::min(t.b + 1, a.batch - 1);
-  return {next, 0, next.b == t.b ? 0 : std::min(n, KvLen(a, next.b))};
+  next.b = t.b + 1;
+  return {next, 0, std::min(n, KvLen(a, next.b))};
 }
 
 // The blocks of keys [lo, hi) for every head of hs: per block, the row lists of K and V once
 // (their first head's rows; the others are elements further), then each head's scores, online
-// softmax and values, while the next block's K and V rows of that head (after the last block:
-// FollowingKeysOf) are asked into L2.
+// softmax and values, while the K and V rows of that head that follow (FollowingKeysOf) are
+// asked into L2.
 template <class T>
 void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo, int64_t hi,
                        float* s) {
@@ -830,8 +834,7 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
   PagedRowList(a, hs[0].t, true, lo, dv == 0 ? 0 : first, v);
   for (int64_t k0 = lo; k0 < hi; k0 += bkeys) {
     const int64_t bk = std::min(bkeys, hi - k0);
-    const FollowingKeys f = k0 + bk < hi ? FollowingKeys{hs[0].t, k0 + bk, std::min(bkeys, hi - k0 - bk)}
-                                         : FollowingKeysOf(a, hs[0].t, hi, bkeys);
+    const FollowingKeys f = FollowingKeysOf(a, hs[0].t, k0 + bk, hi, bkeys);
     const int64_t next = f.n;
     PagedRowList(a, f.t, false, f.k0, next, k_next);
     PagedRowList(a, f.t, true, f.k0, dv == 0 ? 0 : next, v_next);
