@@ -574,7 +574,7 @@ struct LaneSoftmax {
 };
 HWY_INLINE LaneSoftmax SoftmaxLanes(VF s, float sink, float* HWY_RESTRICT p_out) {
   const DF d;
-  const VF vmax = hn::Max(hn::MaxOfLanes(d, s), hn::Set(d, sink));
+  const VF vmax = hn::Max(MaxOfLanesF(d, s), hn::Set(d, sink));
   const VF m_safe = SafeMax(d, vmax);
   const VF e = ExpNonPositive(d, hn::Sub(s, m_safe));
   hn::Store(e, d, p_out);

@@ -1,6 +1,7 @@
 // Per-target helpers shared by the kernels: partial (tail) loads and stores that never touch
 // memory outside [p, p + n), on every target (Highway 1.0.3's SSE4 MaskedLoad/BlendedStore read
-// and rewrite whole vectors, which could race with a thread that owns the neighbouring floats).
+// and rewrite whole vectors, which could race with a thread that owns the neighbouring floats),
+// and a MaxOfLanes that keeps -inf on every target.
 
 #if defined(SIMDATTN_SRC_KERNELS_COMMON_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SIMDATTN_SRC_KERNELS_COMMON_INL_H_
@@ -42,6 +43,21 @@ HWY_INLINE VF LoadPartial(DF d, const float* HWY_RESTRICT p, size_t n, float fil
   for (size_t i = 0; i < hn::Lanes(d); ++i) buf[i] = fill;
   memcpy(buf, p, n * sizeof(float));
   return hn::Load(d, buf);
+#endif
+}
+
+// hn::MaxOfLanes, but -inf (not -FLT_MAX) for a vector of -inf on every target: Highway 1.0.3's
+// EMU128 (clang's baseline target) starts its reduction at LowestValue. A NaN lane may or may
+// not survive, as with hn::Max.
+HWY_INLINE VF MaxOfLanesF(DF d, VF v) {
+#if HWY_TARGET == HWY_EMU128
+  HWY_ALIGN float lanes[kMaxLanesF];
+  hn::Store(v, d, lanes);
+  float m = lanes[0];
+  for (size_t i = 1; i < hn::Lanes(d); ++i) m = lanes[i] > m ? lanes[i] : m;
+  return hn::Set(d, m);
+#else
+  return hn::MaxOfLanes(d, v);
 #endif
 }
 

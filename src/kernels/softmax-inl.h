@@ -102,7 +102,7 @@ HWY_INLINE float MaxRest(DF d, const float* HWY_RESTRICT x, size_t i, size_t n, 
   const size_t N = hn::Lanes(d);
   for (; i + N <= n; i += N) acc.m = hn::Max(acc.m, hn::LoadU(d, x + i));
   if (i < n) acc.m = hn::Max(acc.m, LoadPartial(d, x + i, n - i, -kSoftmaxInf));
-  return hn::GetLane(hn::MaxOfLanes(d, acc.m));
+  return hn::GetLane(MaxOfLanesF(d, acc.m));
 }
 
 // Maximum of x[0:n].
@@ -277,7 +277,7 @@ HWY_INLINE void SoftmaxRow(const float* x, float* y, size_t n) {
 
 // t = v - max(v): NaN in some lane iff v holds a NaN or +inf, or is all -inf (-inf - -inf);
 // padding lanes give -inf.
-HWY_INLINE VF SubRowMax(DF d, VF v) { return hn::Sub(v, hn::MaxOfLanes(d, v)); }
+HWY_INLINE VF SubRowMax(DF d, VF v) { return hn::Sub(v, MaxOfLanesF(d, v)); }
 
 // softmax of a row from its t (no NaN, so every t is <= 0 or -inf).
 HWY_INLINE VF ShortRowSoftmax(DF d, VF t) {
