@@ -74,6 +74,7 @@ void CheckRow(int64_t n, const std::vector<const float*>& outs, int64_t ld, int6
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const TargetOfInput target(data, size);
   FuzzedDataProvider in(data, size);
   const uint8_t flags = in.ConsumeIntegral<uint8_t>();
   const bool specials = flags & 1, in_place = flags & 2, null_lse = flags & 4;

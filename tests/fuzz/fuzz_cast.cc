@@ -70,6 +70,7 @@ void CheckElement(uint32_t s, int32_t st, uint32_t got, int32_t dt, int64_t i) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const TargetOfInput target(data, size);
   FuzzedDataProvider in(data, size);
   const uint8_t flags = in.ConsumeIntegral<uint8_t>();
   const int64_t n = Size(in, kMaxElems);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "hwy/targets.h"
 #include "simdattn.h"
 
 namespace fuzz {
@@ -29,6 +30,23 @@ namespace fuzz {
       std::abort();                                                        \
     }                                                                      \
   } while (0)
+
+// The SIMD target of one input, picked by its first byte (peeked, not consumed, so corpora keep
+// their meaning): odd runs the baseline (SCALAR, which CPUs with vectors never reach otherwise),
+// even the best target the CPU has. tools/lib/setup.sh's fuzz build compiles AVX2 and SCALAR, so
+// every machine fuzzes both. Restores the normal choice when it goes.
+class TargetOfInput {
+ public:
+  TargetOfInput(const uint8_t* data, size_t size) {
+    const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+    if (size > 0 && !targets.empty()) {
+      hwy::SetSupportedTargetsForTest(data[0] & 1 ? targets.back() : targets.front());
+    }
+  }
+  ~TargetOfInput() { hwy::SetSupportedTargetsForTest(0); }
+  TargetOfInput(const TargetOfInput&) = delete;
+  TargetOfInput& operator=(const TargetOfInput&) = delete;
+};
 
 // Largest buffer (floats) a target allocates; calls that claim more get NULL instead (and must
 // then fail or be empty).

@@ -95,6 +95,7 @@ void GarbageAfterStructSize(simdattn_sdpa_options* o) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const TargetOfInput target(data, size);
   FuzzedDataProvider in(data, size);
   const uint8_t flags = in.ConsumeIntegral<uint8_t>();
   // options NULL: the call uses the defaults, so the buffers are sized for them.

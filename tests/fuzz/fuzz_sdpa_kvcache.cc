@@ -70,6 +70,7 @@ void MakePages(Cache& x, int64_t n, bool is_v) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const TargetOfInput target(data, size);
   FuzzedDataProvider in(data, size);
   const uint8_t flags = in.ConsumeIntegral<uint8_t>();
   const bool specials = flags & 1, use_lse = flags & 2, null_table = flags & 4;

@@ -106,6 +106,7 @@ void CheckSequence(const Call& c, int64_t b, const float* q, const float* k, con
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const TargetOfInput target(data, size);
   FuzzedDataProvider in(data, size);
   const uint8_t flags = in.ConsumeIntegral<uint8_t>();
   const bool specials = flags & 1, use_lse = flags & 2;

@@ -7,6 +7,7 @@
 using namespace fuzz;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const TargetOfInput target(data, size);
   FuzzedDataProvider in(data, size);
   const bool batched = in.ConsumeBool();
   const uint8_t flags = in.ConsumeIntegral<uint8_t>();

@@ -26,6 +26,7 @@ void FuzzThreads(FuzzedDataProvider& in) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const TargetOfInput target(data, size);
   FuzzedDataProvider in(data, size);
   FuzzThreads(in);
   const uint8_t flags = in.ConsumeIntegral<uint8_t>();
