@@ -150,7 +150,9 @@ struct Chunk {
 // Fills c with every stride-th of the count floats from bit pattern `begin` on.
 void MakeChunk(uint32_t begin, uint32_t count, uint32_t stride, Chunk& c) {
   c.x.resize((count + stride - 1) / stride);
-  for (size_t i = 0; i < c.x.size(); ++i) c.x[i] = FromBits(begin + static_cast<uint32_t>(i) * stride);
+  for (size_t i = 0; i < c.x.size(); ++i) {
+    c.x[i] = FromBits(begin + static_cast<uint32_t>(i) * stride);
+  }
   c.normal = static_cast<size_t>(
       std::find_if(c.x.begin(), c.x.end(), [](float v) { return v < kFlushBelow; }) - c.x.begin());
   c.exact.resize(c.normal);
@@ -230,8 +232,9 @@ TEST_CASE("ExpNonPositive: exp(+-0) == 1, -inf -> +0, NaN -> NaN, the flush thre
 }
 
 // Every float x in [-104, 0] (bit patterns 0x80000000 = -0 up to that of -104, about 1.1e9) on
-// the best target, every kStride-th one on the others (and on the best under ASan): within
-// kMaxUlp of the correctly rounded exp(x) for x >= kFlushBelow, a normal float there, else +0.
+// the best target, every kStride-th one on the others (and on the best under a sanitizer):
+// within kMaxUlp of the correctly rounded exp(x) for x >= kFlushBelow, a normal float there,
+// else +0.
 // The reference is float64 std::exp rounded to float: its error (under 1 ulp of float64) can
 // change that rounding only when exp(x) lies within about 2^-29 float ulps of a midpoint between
 // two floats, which no float x in this range is known to do; a wrong reference there would cost
