@@ -530,8 +530,7 @@ HWY_INLINE void PackKeysAsLanes(const float* HWY_RESTRICT k, size_t k_seq, size_
                                 float* HWY_RESTRICT kt, float* HWY_RESTRICT tmp) {
   const DF d;
   const size_t N = hn::Lanes(d);
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  if (dk % 16 == 0) {  // contiguous row copies, then 16 x 16 register transposes
+  if (kTransposeN == N && dk % N == 0) {  // contiguous row copies, then register transposes
     for (size_t j = 0; j < N; ++j) {
       if (j < nk) {
         memcpy(tmp + j * dk, k + j * k_seq, dk * sizeof(float));
@@ -539,11 +538,9 @@ HWY_INLINE void PackKeysAsLanes(const float* HWY_RESTRICT k, size_t k_seq, size_
         for (size_t p = 0; p < dk; p += N) hn::StoreU(hn::Zero(d), d, tmp + j * dk + p);
       }
     }
-    for (size_t p0 = 0; p0 < dk; p0 += 16) Transpose16x16(tmp + p0, dk, kt + p0 * N, N);
+    for (size_t p0 = 0; p0 < dk; p0 += N) TransposeSquare(tmp + p0, dk, kt + p0 * N, N);
     return;
   }
-#endif
-  (void)tmp;
   for (size_t p = 0; p < dk; ++p) hn::Store(hn::Zero(d), d, kt + p * N);
   for (size_t j = 0; j < nk; ++j) {
     const float* row = k + j * k_seq;

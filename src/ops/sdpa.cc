@@ -229,25 +229,26 @@ void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* 
     std::fill(qt + p * kBlockCols + c.n, qt + p * kBlockCols + padded, 0.0f);
   }
   int64_t j = 0;
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  const int64_t whole = a.d_k / 16 * 16;  // elements of each row through the transpose
-  // 16 equally spaced rows at a time through a register transpose: their loads issue together,
+  // kT equally spaced rows at a time through a register transpose: their loads issue together,
   // where the scalar scatter below waits on one row (a token apart in BSHD: a miss each) at a
   // time.
-  for (; j + 16 <= c.n; j += 16) {
-    const float* first = QueryRow(a, t, c, j);
-    const ptrdiff_t step = QueryRow(a, t, c, j + 1) - first;
-    bool even = step >= 0;
-    for (int64_t i = 2; i < 16 && even; ++i) even = QueryRow(a, t, c, j + i) - first == i * step;
-    if (!even) break;
-    for (int64_t p = 0; p < whole; p += 16) {
-      Transpose16x16(first + p, static_cast<size_t>(step), qt + p * kBlockCols + j, kBlockCols);
-    }
-    for (int64_t i = 0; i < 16; ++i) {
-      for (int64_t p = whole; p < a.d_k; ++p) qt[p * kBlockCols + j + i] = first[i * step + p];
+  constexpr int64_t kT = static_cast<int64_t>(kTransposeN);
+  if constexpr (kT != 0) {
+    for (; j + kT <= c.n; j += kT) {
+      const int64_t whole = a.d_k / kT * kT;  // elements of each row through the transpose
+      const float* first = QueryRow(a, t, c, j);
+      const ptrdiff_t step = QueryRow(a, t, c, j + 1) - first;
+      bool even = step >= 0;
+      for (int64_t i = 2; i < kT && even; ++i) even = QueryRow(a, t, c, j + i) - first == i * step;
+      if (!even) break;
+      for (int64_t p = 0; p < whole; p += kT) {
+        TransposeSquare(first + p, static_cast<size_t>(step), qt + p * kBlockCols + j, kBlockCols);
+      }
+      for (int64_t i = 0; i < kT; ++i) {
+        for (int64_t p = whole; p < a.d_k; ++p) qt[p * kBlockCols + j + i] = first[i * step + p];
+      }
     }
   }
-#endif
   // Each query row is read once, contiguously, and scattered into the L1-resident Q^T: rows a
   // token apart (BSHD) share L1 sets, so reading them one float of every row at a time missed
   // L1 on every load.
