@@ -37,6 +37,9 @@ constexpr int64_t kSplitKeys = 2048;
 // heads (Sdpa): 512 keys of 8 heads of 128 in bf16 are 2 MiB of K and V, within the L2 TLB's
 // reach (Zen 4: 3072 4 KiB entries; rows of one head are 2-4 KiB apart, a page each).
 constexpr int64_t kPagedSplitKeys = 512;
+// Shortest key range of a paged decode split while the shape has fewer than kMinTasks tasks: a
+// batch-1 decode of 512 keys otherwise ran as one task on one thread (8 kv heads per task).
+constexpr int64_t kMinPagedSplitKeys = 128;
 // Kv heads per task of a paged decode range (PagedDecodeRangeImpl): a key's rows of all of them
 // are adjacent in a page (8 heads of 128 in bf16: 2 KiB) and read in one block's time.
 constexpr int64_t kDecodeHeads = 8;
@@ -1011,9 +1014,16 @@ void Sdpa(const SdpaArgs& args) {
   const int64_t col_blocks = CeilDiv(cols, kBlockCols);
   const int64_t blocks = a.batch * a.kv_heads * col_blocks;
   int64_t splits = 1;
-  if (a.pages != nullptr && a.kv_len >= 2 * kPagedSplitKeys) {
-    // A paged cache always walks in key ranges across its kv heads (see kPagedSplitKeys).
-    splits = CeilDiv(a.kv_len, kPagedSplitKeys);
+  if (a.pages != nullptr) {
+    // A paged cache always walks in key ranges across its kv heads (see kPagedSplitKeys); with
+    // few (batch, kv head group) tasks, in ranges down to kMinPagedSplitKeys keys.
+    splits = a.kv_len >= 2 * kPagedSplitKeys ? CeilDiv(a.kv_len, kPagedSplitKeys) : 1;
+    const int64_t tasks =
+        (cols <= kDecodeCols ? a.batch * CeilDiv(a.kv_heads, kDecodeHeads) : blocks) * splits;
+    if (tasks < kMinTasks) {
+      const int64_t most = std::max(splits, a.kv_len / kMinPagedSplitKeys);
+      splits = std::clamp(splits * CeilDiv(kMinTasks, tasks), splits, most);
+    }
   } else if (a.weights == nullptr && blocks < kMinTasks && a.kv_len >= 2 * kSplitKeys) {
     splits = CeilDiv(a.kv_len, kSplitKeys);
   }
