@@ -253,6 +253,9 @@ constexpr size_t kFloatsPerLine = 64 / sizeof(float);
 // the memory latency at the rate one core consumes them (Zen 4, 32 heads over 8, d 128, kv
 // 32768: 29.8 -> 35.9 GFLOP/s; kv 4096: 27.4 -> 42.5).
 constexpr size_t kPrefetchRows = 8;
+// Accumulators the decode kernels keep in registers: half of the vector registers (32 on
+// AVX-512, 16 below), the rest holding the loaded K/V vectors and the broadcast.
+constexpr size_t kDecodeAccs = HWY_TARGET <= HWY_AVX3 ? 16 : 8;
 
 // Rows of a block of K or V (or of merged pieces): row j at base + j * seq (a strided tensor),
 // or the j-th of a list (rows gathered through a paged cache's block table, or merge pieces).
@@ -313,11 +316,15 @@ HWY_INLINE VF SumOfFourPerBlock(DF d, VF a0, VF a1, VF a2, VF a3) {
                  hn::BitCast(d, hn::InterleaveUpper(dw, w0, w1)));
 }
 
-// dst[q][0..3] = scale * (the lane sums of quad[q][0..3]) for q < 4: 16 dot products ended
-// together (the register transposes of SumOfFourPerBlock, then one add across blocks).
-HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[4][4], float scale, float* const (&dst)[4]) {
-  VF u[4];
-  for (size_t q = 0; q < 4; ++q) {
+// dst[q][0..3] = scale * (the lane sums of quad[q][0..3]) for q < kQuads: 4 * kQuads dot
+// products ended together (the register transposes of SumOfFourPerBlock, then one add across
+// blocks). kQuads: 4 on AVX-512, 2 or 4 below.
+template <size_t kQuads>
+HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[kQuads][4], float scale,
+                              float* const (&dst)[kQuads]) {
+  static_assert(kQuads == 4 || (kQuads == 2 && HWY_TARGET > HWY_AVX3), "quads per store");
+  VF u[kQuads];
+  for (size_t q = 0; q < kQuads; ++q) {
     u[q] = SumOfFourPerBlock(d, quad[q][0], quad[q][1], quad[q][2], quad[q][3]);
   }
   HWY_ALIGN float sums[4 * 4];
@@ -330,16 +337,17 @@ HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[4][4], float scale, float* 
   hn::Store(hn::Mul(all, hn::Set(d, scale)), d, sums);
   constexpr size_t kBlockOf[4] = {0, 2, 1, 3};
 #elif HWY_TARGET == HWY_AVX2  // 2 blocks
-  hn::Store(hn::Mul(hn::Add(hn::ConcatLowerLower(d, u[1], u[0]), hn::ConcatUpperUpper(d, u[1], u[0])),
-                    hn::Set(d, scale)), d, sums);
-  hn::Store(hn::Mul(hn::Add(hn::ConcatLowerLower(d, u[3], u[2]), hn::ConcatUpperUpper(d, u[3], u[2])),
-                    hn::Set(d, scale)), d, sums + 8);
+  for (size_t q = 0; q < kQuads; q += 2) {
+    const VF lo = hn::ConcatLowerLower(d, u[q + 1], u[q]);
+    const VF hi = hn::ConcatUpperUpper(d, u[q + 1], u[q]);
+    hn::Store(hn::Mul(hn::Add(lo, hi), hn::Set(d, scale)), d, sums + 4 * q);
+  }
   constexpr size_t kBlockOf[4] = {0, 1, 2, 3};
 #else  // 1 block
-  for (size_t q = 0; q < 4; ++q) hn::Store(hn::Mul(u[q], hn::Set(d, scale)), d, sums + 4 * q);
+  for (size_t q = 0; q < kQuads; ++q) hn::Store(hn::Mul(u[q], hn::Set(d, scale)), d, sums + 4 * q);
   constexpr size_t kBlockOf[4] = {0, 1, 2, 3};
 #endif
-  for (size_t q = 0; q < 4; ++q) memcpy(dst[q], sums + 4 * kBlockOf[q], 4 * sizeof(float));
+  for (size_t q = 0; q < kQuads; ++q) memcpy(dst[q], sums + 4 * kBlockOf[q], 4 * sizeof(float));
 }
 #endif
 
@@ -353,9 +361,11 @@ template <size_t kCols, class Rows, class Far>
 HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT q, size_t dk,
                               float scale, float* HWY_RESTRICT s, size_t ld, const Far& far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
-  // Keys per step: 4 for up to 4 columns (16 accumulators; each Q vector load feeds 4 FMAs,
-  // so loads stop limiting a core with one 512-bit load per cycle), else 2.
-  constexpr size_t kRows = kCols <= 4 ? 4 : 2;
+  // Keys per step: kDecodeAccs accumulators of whole quads of columns, so on AVX-512 4 keys for
+  // up to 4 columns (each Q vector load feeds 4 FMAs, so loads stop limiting a core with one
+  // 512-bit load per cycle), else 2; on AVX2 2 or 1.
+  constexpr size_t kGroups = (kCols + 3) / 4;  // quads of columns
+  constexpr size_t kRows = kDecodeAccs / (4 * kGroups);
   const DF d;
   const size_t N = hn::Lanes(d);
   for (size_t r = 0; r < bk; r += kRows) {
@@ -388,11 +398,10 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
     // Quads of 4 columns of one key (zero past kCols: ld leaves room for them), into a
     // spare row for a key past bk. (Every access to acc has a constant index once the loops
     // unroll, so that GCC keeps acc in registers.)
-    HWY_DASSERT(ld >= 4 * ((kCols + 3) / 4));
-    constexpr size_t kGroups = (kCols + 3) / 4;  // 4 keys x 1 group, or 2 x 2
-    static_assert(kRows * kGroups == 4, "16 accumulators");
-    VF quad[4][4];
-    float* dst[4];
+    HWY_DASSERT(ld >= 4 * kGroups);
+    constexpr size_t kQuads = kRows * kGroups;
+    VF quad[kQuads][4];
+    float* dst[kQuads];
     HWY_ALIGN float spare[8];
     HWY_UNROLL(4)
     for (size_t u = 0; u < kRows; ++u) {
@@ -470,13 +479,13 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
 
 // o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
 // o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
-// Passes of up to 4 vectors of the rows (16 accumulators), so a V block is read dv / (4 N)
-// times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT, during the first pass.
+// Passes of up to 4 vectors of the rows (at most kDecodeAccs accumulators), so a V block is
+// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT, during the first pass.
 template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
                                   size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,
                                   size_t ldo, size_t dv, const Far& far) {
-  constexpr size_t kChunks = kCols <= 4 ? 4 : 2;
+  constexpr size_t kChunks = kCols <= kDecodeAccs / 4 ? 4 : kCols <= kDecodeAccs / 2 ? 2 : 1;
   const size_t N = hn::Lanes(DF());
   size_t i0 = 0;
   for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
