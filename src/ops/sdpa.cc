@@ -782,14 +782,16 @@ void PairTaskImpl(const SdpaArgs& a, int64_t b, int64_t kvh, int64_t cb0, int64_
   }
 }
 
-// Keys per block of a paged decode range over `heads` kv heads: the K and V rows of a block and
-// of the next one (asked for meanwhile) within a quarter of L2; a multiple of 4 in [16,
-// block_keys]. Zen 4 (1 MiB L2), 8 heads of 128: 32 keys in bf16 (bf16 decode of 32768 keys:
-// 64 keys 7.6 ms, 32 7.1, 16 7.7), 16 in f32.
+// Keys per block of a paged decode range over `heads` kv heads: the K and V rows of a block,
+// kDecodeBlockBytes, or a quarter of L2 if less (the next block's rows are asked for
+// meanwhile); a multiple of 4 in [16, block_keys]. 8 heads of 128: 32 keys in bf16, 16 in f32.
+// bf16 decode of 32768 keys: Zen 4 (1 MiB L2) 64 keys 7.6 ms, 32 7.1, 16 7.7; Zen 3 (512 KiB)
+// 32 keys 11.0 ms, 16 13.9 (batch 16 over 512..8192 keys: 25.0 and 30.0 ms).
+constexpr int64_t kDecodeBlockBytes = int64_t{128} << 10;
 int64_t PagedDecodeBlockKeys(const SdpaArgs& a, int64_t heads) {
   const int64_t elem = a.pages->dtype == SIMDATTN_DTYPE_F32 ? 4 : 2;
   const int64_t l2 = std::max<int64_t>(GetCpuInfo().l2.size, int64_t{256} << 10);
-  const int64_t keys = l2 / 8 / (heads * (a.d_k + a.d_v) * elem);
+  const int64_t keys = std::min(kDecodeBlockBytes, l2 / 4) / (heads * (a.d_k + a.d_v) * elem);
   return std::min(a.block_keys, std::max<int64_t>(16, keys / 4 * 4));
 }
 
