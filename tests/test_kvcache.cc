@@ -312,8 +312,27 @@ TEST_CASE("long decode: split key ranges, every dtype; ragged batches split too"
   CheckCase(m, {SIMDATTN_DTYPE_F32, 16, true});
 }
 
+// A short sequence with few tasks: split into ranges of at least 128 keys (520 keys: 4).
+SdpaCase ShortSplitDecode() {
+  SdpaCase c = LongDecode();
+  c.kv_lens = {520}, c.kv_len = 520;
+  return c;
+}
+
+TEST_CASE("short decode with few tasks: split key ranges, every dtype, variants") {
+  for (int32_t dtype : {SIMDATTN_DTYPE_F32, SIMDATTN_DTYPE_BF16, SIMDATTN_DTYPE_F16}) {
+    CheckCase(ShortSplitDecode(), {dtype, 16, true});
+  }
+  SdpaCase c = ShortSplitDecode();
+  c.q_len = 2;  // the window ends inside the first range for the first query
+  c.var.window = true, c.var.window_left = 300, c.var.window_right = 0;
+  c.var.sinks.assign(static_cast<size_t>(c.heads), 0.5f);
+  CheckCase(c, {SIMDATTN_DTYPE_BF16, 17, true});
+}
+
 TEST_CASE("bitwise identical for 1, 2, 3, 7 and 16 threads") {
-  for (SdpaCase c : {LongDecode(), DecodeCase(40, SIMDATTN_CAUSAL_BOTTOM_RIGHT)}) {
+  for (SdpaCase c :
+       {LongDecode(), ShortSplitDecode(), DecodeCase(40, SIMDATTN_CAUSAL_BOTTOM_RIGHT)}) {
     INFO(c.Describe());
     SdpaRun run(c);
     PagedCache cache(run, {SIMDATTN_DTYPE_BF16, 16, true});
