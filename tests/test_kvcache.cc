@@ -324,7 +324,9 @@ TEST_CASE("short decode with few tasks: split key ranges, every dtype, variants"
     CheckCase(ShortSplitDecode(), {dtype, 16, true});
   }
   SdpaCase c = ShortSplitDecode();
-  c.q_len = 2;  // the window ends inside the first range for the first query
+  // Queries 518 and 519 see keys from 218 and 219 on: the first of the 4 ranges (0-129) has
+  // only the sink, the window starts inside the second.
+  c.q_len = 2;
   c.var.window = true, c.var.window_left = 300, c.var.window_right = 0;
   c.var.sinks.assign(static_cast<size_t>(c.heads), 0.5f);
   CheckCase(c, {SIMDATTN_DTYPE_BF16, 17, true});

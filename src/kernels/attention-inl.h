@@ -480,7 +480,8 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
 // o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
 // o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
 // Passes of up to 4 vectors of the rows (at most kDecodeAccs accumulators), so a V block is
-// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT, during the first pass.
+// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT,
+// during the first pass.
 template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
                                   size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,

@@ -125,7 +125,7 @@ constexpr size_t kTransposeN = 0;
 
 // out[i * ldo + j] = src[j * lds + i] for i, j < kTransposeN: a transpose in registers (the
 // transposed-B pack, e.g. nn.Linear weights, would otherwise move one float per instruction:
-// 12% of the seed MHSA shape's time on Zen 3). Not called where kTransposeN == 0.
+// about 11% of the seed MHSA shape's time on Zen 3). Not called where kTransposeN == 0.
 HWY_INLINE void TransposeSquare(const float* HWY_RESTRICT src, size_t lds, float* HWY_RESTRICT out,
                                 size_t ldo) {
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL

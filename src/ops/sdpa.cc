@@ -237,8 +237,8 @@ void PackQueries(const SdpaArgs& a, const SdpaTask& t, const Columns& c, float* 
   // time.
   constexpr int64_t kT = static_cast<int64_t>(kTransposeN);
   if constexpr (kT != 0) {
+    const int64_t whole = a.d_k / kT * kT;  // elements of each row through the transpose
     for (; j + kT <= c.n; j += kT) {
-      const int64_t whole = a.d_k / kT * kT;  // elements of each row through the transpose
       const float* first = QueryRow(a, t, c, j);
       const ptrdiff_t step = QueryRow(a, t, c, j + 1) - first;
       bool even = step >= 0;
@@ -968,6 +968,9 @@ static void SdpaVarlen(const SdpaArgs& a) {
   });
 }
 
+// Tasks of one batch entry and key range of a paged decode: groups of up to kDecodeHeads kv heads.
+static int64_t PagedDecodeGroups(const SdpaArgs& a) { return CeilDiv(a.kv_heads, kDecodeHeads); }
+
 // Decode over a paged cache split into key ranges: tasks of up to kDecodeHeads kv heads of one
 // batch entry over one range, entry by entry and range by range (the heads of a range together,
 // while its pages are hot; a thread's next task reads the keys that follow, which its last
@@ -975,7 +978,7 @@ static void SdpaVarlen(const SdpaArgs& a) {
 // split) * PartialFloats(d_v), as the other split tasks write them. Unsplit (one range,
 // partials null): the tasks write out and lse.
 static void PagedDecode(const SdpaArgs& a, int64_t splits, int64_t split_len, float* partials) {
-  const int64_t groups = CeilDiv(a.kv_heads, kDecodeHeads), stride = PartialFloats(a.d_v);
+  const int64_t groups = PagedDecodeGroups(a), stride = PartialFloats(a.d_v);
   ParallelFor(splits * a.batch * groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / (splits * groups), split = i / groups % splits;
@@ -1015,13 +1018,13 @@ void Sdpa(const SdpaArgs& args) {
   const int64_t cols = PairCols(a);
   const int64_t col_blocks = CeilDiv(cols, kBlockCols);
   const int64_t blocks = a.batch * a.kv_heads * col_blocks;
+  const bool paged_decode = a.pages != nullptr && cols <= kDecodeCols;
   int64_t splits = 1;
   if (a.pages != nullptr) {
     // A paged cache always walks in key ranges across its kv heads (see kPagedSplitKeys); with
     // few (batch, kv head group) tasks, in ranges down to kMinPagedSplitKeys keys.
     splits = a.kv_len >= 2 * kPagedSplitKeys ? CeilDiv(a.kv_len, kPagedSplitKeys) : 1;
-    const int64_t tasks =
-        (cols <= kDecodeCols ? a.batch * CeilDiv(a.kv_heads, kDecodeHeads) : blocks) * splits;
+    const int64_t tasks = (paged_decode ? a.batch * PagedDecodeGroups(a) : blocks) * splits;
     if (tasks < kMinTasks) {
       const int64_t most = std::max(splits, a.kv_len / kMinPagedSplitKeys);
       splits = std::clamp(splits * CeilDiv(kMinTasks, tasks), splits, most);
@@ -1035,7 +1038,6 @@ void Sdpa(const SdpaArgs& args) {
     return BlockTask(bh / a.kv_heads, bh % a.kv_heads, block % col_blocks, cols, split * split_len,
                      splits == 1 ? a.kv_len : std::min(a.kv_len, (split + 1) * split_len));
   };
-  const bool paged_decode = a.pages != nullptr && cols <= kDecodeCols;
   if (splits == 1 && paged_decode) return PagedDecode(a, 1, split_len, nullptr);
   if (PacksPairs(a)) {  // (never split: kMinTasks)
     // Column blocks per task: all of a pair's while that leaves 4 tasks a thread.
