@@ -253,9 +253,11 @@ constexpr size_t kFloatsPerLine = 64 / sizeof(float);
 // the memory latency at the rate one core consumes them (Zen 4, 32 heads over 8, d 128, kv
 // 32768: 29.8 -> 35.9 GFLOP/s; kv 4096: 27.4 -> 42.5).
 constexpr size_t kPrefetchRows = 8;
-// Accumulators the decode kernels keep in registers: half of the vector registers (32 on
-// AVX-512, 16 below), the rest holding the loaded K/V vectors and the broadcast.
-constexpr size_t kDecodeAccs = HWY_TARGET <= HWY_AVX3 ? 16 : 8;
+// Accumulators the decode kernels keep in registers, the rest holding the loaded K/V vectors
+// and the broadcast: half of AVX-512's 32; 12 of 16 below (12 + 3 loads + 1 broadcast), since
+// 8 chains of 4-cycle FMAs leave 2 FMA pipes idle whenever a load is late (Zen 3, value
+// accumulation from L1: 8 accumulators 19-21 ns a bf16 key for 4 heads of 128, 12: 14-15).
+constexpr size_t kDecodeAccs = HWY_TARGET <= HWY_AVX3 ? 16 : 12;
 
 // Rows of a block of K or V (or of merged pieces): row j at base + j * seq (a strided tensor),
 // or the j-th of a list (rows gathered through a paged cache's block table, or merge pieces).
@@ -322,7 +324,8 @@ HWY_INLINE VF SumOfFourPerBlock(DF d, VF a0, VF a1, VF a2, VF a3) {
 template <size_t kQuads>
 HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[kQuads][4], float scale,
                               float* const (&dst)[kQuads]) {
-  static_assert(kQuads == 4 || (kQuads == 2 && HWY_TARGET > HWY_AVX3), "quads per store");
+  static_assert(kQuads == 4 || (kQuads >= 1 && kQuads <= 4 && HWY_TARGET > HWY_AVX3),
+                "quads per store");
   VF u[kQuads];
   for (size_t q = 0; q < kQuads; ++q) {
     u[q] = SumOfFourPerBlock(d, quad[q][0], quad[q][1], quad[q][2], quad[q][3]);
@@ -337,9 +340,10 @@ HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[kQuads][4], float scale,
   hn::Store(hn::Mul(all, hn::Set(d, scale)), d, sums);
   constexpr size_t kBlockOf[4] = {0, 2, 1, 3};
 #elif HWY_TARGET == HWY_AVX2  // 2 blocks
-  for (size_t q = 0; q < kQuads; q += 2) {
-    const VF lo = hn::ConcatLowerLower(d, u[q + 1], u[q]);
-    const VF hi = hn::ConcatUpperUpper(d, u[q + 1], u[q]);
+  for (size_t q = 0; q < kQuads; q += 2) {  // an odd last quad pairs with itself
+    const VF next = q + 1 < kQuads ? u[q + 1] : u[q];
+    const VF lo = hn::ConcatLowerLower(d, next, u[q]);
+    const VF hi = hn::ConcatUpperUpper(d, next, u[q]);
     hn::Store(hn::Mul(hn::Add(lo, hi), hn::Set(d, scale)), d, sums + 4 * q);
   }
   constexpr size_t kBlockOf[4] = {0, 1, 2, 3};
@@ -350,6 +354,22 @@ HWY_INLINE void StoreQuadSums(DF d, const VF (&quad)[kQuads][4], float scale,
   for (size_t q = 0; q < kQuads; ++q) memcpy(dst[q], sums + 4 * kBlockOf[q], 4 * sizeof(float));
 }
 #endif
+
+// acc[u][j] += k_u[p:p+n] * q_j[p:p+n] lane-wise (kr[u] = k_u, q_j = q + j * dk); n == N when
+// kWhole. (The tail step apart, so that the loop over whole vectors has no partial loads and
+// keeps all kRows * kCols accumulators in registers: with 12 on AVX2 GCC spilled one.)
+template <bool kWhole, size_t kRows, size_t kCols, class T>
+HWY_INLINE void ScoreStep(DF d, const T* const (&kr)[kRows], const float* HWY_RESTRICT q, size_t dk,
+                          size_t p, size_t n, VF (&acc)[kRows][kCols]) {
+  VF kv[kRows];
+  for (size_t u = 0; u < kRows; ++u) {
+    kv[u] = kWhole ? LoadWide(d, kr[u] + p) : LoadWidePartial(d, kr[u] + p, n);
+  }
+  for (size_t j = 0; j < kCols; ++j) {
+    const VF qv = kWhole ? hn::LoadU(d, q + j * dk + p) : LoadPartial(d, q + j * dk + p, n, 0.0f);
+    for (size_t u = 0; u < kRows; ++u) acc[u][j] = hn::MulAdd(kv[u], qv, acc[u][j]);
+  }
+}
 
 // s[r * ld + j] = scale * dot(k_r, q_j), k_r = rows[r], q_j = q + j * dk, for r < bk, j < kCols.
 // kRows keys at a time: kRows * kCols independent FMA chains held in registers. Decode streams
@@ -363,7 +383,7 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   // Keys per step: kDecodeAccs accumulators of whole quads of columns, so on AVX-512 4 keys for
   // up to 4 columns (each Q vector load feeds 4 FMAs, so loads stop limiting a core with one
-  // 512-bit load per cycle), else 2; on AVX2 2 or 1.
+  // 512-bit load per cycle), else 2; below AVX-512 3 or 1.
   constexpr size_t kGroups = (kCols + 3) / 4;  // quads of columns
   constexpr size_t kRows = kDecodeAccs / (4 * kGroups);
   const DF d;
@@ -383,17 +403,9 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
     for (size_t u = 0; u < kRows; ++u) {
       for (size_t j = 0; j < kCols; ++j) acc[u][j] = hn::Zero(d);
     }
-    for (size_t p = 0; p < dk; p += N) {
-      const size_t n = std::min(N, dk - p);
-      VF kv[kRows];
-      for (size_t u = 0; u < kRows; ++u) {
-        kv[u] = n == N ? LoadWide(d, kr[u] + p) : LoadWidePartial(d, kr[u] + p, n);
-      }
-      for (size_t j = 0; j < kCols; ++j) {
-        const VF qv = n == N ? hn::LoadU(d, q + j * dk + p) : LoadPartial(d, q + j * dk + p, n, 0.0f);
-        for (size_t u = 0; u < kRows; ++u) acc[u][j] = hn::MulAdd(kv[u], qv, acc[u][j]);
-      }
-    }
+    size_t p = 0;
+    for (; p + N <= dk; p += N) ScoreStep<true>(d, kr, q, dk, p, N, acc);
+    if (p < dk) ScoreStep<false>(d, kr, q, dk, p, dk - p, acc);
 #if HWY_TARGET != HWY_SCALAR
     // Quads of 4 columns of one key (zero past kCols: ld leaves room for them), into a
     // spare row for a key past bk. (Every access to acc has a constant index once the loops
@@ -486,7 +498,7 @@ template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
                                   size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,
                                   size_t ldo, size_t dv, const Far& far) {
-  constexpr size_t kChunks = kCols <= kDecodeAccs / 4 ? 4 : kCols <= kDecodeAccs / 2 ? 2 : 1;
+  constexpr size_t kChunks = std::max<size_t>(1, std::min<size_t>(4, kDecodeAccs / kCols));
   const size_t N = hn::Lanes(DF());
   size_t i0 = 0;
   for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
