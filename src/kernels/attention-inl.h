@@ -501,12 +501,27 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
   constexpr size_t kChunks = std::max<size_t>(1, std::min<size_t>(4, kDecodeAccs / kCols));
   const size_t N = hn::Lanes(DF());
   size_t i0 = 0;
-  for (; i0 + kChunks * N <= dv; i0 += kChunks * N) {
-    AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+  // Whole vectors: passes of kChunks, then of 2, then 1; with 3 a pass, 4 vectors left go as
+  // 2 + 2 (a 1-vector pass keeps only kCols FMA chains: d 64 on AVX2 runs 3, 3, 2, not 3, 3, 1, 1).
+  for (size_t left = dv / N; left != 0;) {
+    const bool full = left >= kChunks && !(kChunks == 3 && left == 4);
+    const size_t chunks = full ? kChunks : left >= 2 ? 2 : 1;
+    if (chunks == kChunks) {
+      AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+    } else if constexpr (kChunks > 2) {
+      if (chunks == 2) {
+        AccumulatePass<kCols, 2>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+      } else {
+        AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+      }
+    } else {
+      AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+    }
+    i0 += chunks * N;
+    left -= chunks;
   }
-  for (; i0 < dv; i0 += N) {
-    AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, std::min(N, dv - i0), i0 == 0, dv,
-                             far);
+  if (i0 < dv) {  // a partial vector
+    AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, dv - i0, i0 == 0, dv, far);
   }
 }
 
