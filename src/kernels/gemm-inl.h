@@ -176,6 +176,10 @@ HWY_INLINE void TransposeSquare(const float* HWY_RESTRICT src, size_t lds, float
 #endif
 }
 
+// Rows of op(B) ahead that PackB asks for: each panel reads one line from rows ldb apart (4 KiB
+// for a 1024-wide B), a stride the hardware prefetchers do not follow across pages.
+constexpr size_t kPackBAhead = 16;
+
 // Packs op(B)[0:kc, 0:nc] into ceil(nc / NR) micro-panels of kc x NR floats, zero padded, one
 // after another. op(B)(p, j) = b[p * b_rs + j * b_cs] with b_cs == 1 (rows of op(B) contiguous)
 // or b_rs == 1 (columns contiguous: the transposed case).
@@ -189,6 +193,7 @@ HWY_INLINE void PackB(size_t kc, size_t nc, const float* HWY_RESTRICT b, size_t 
     if (b_cs == 1) {
       const float* src = b + j0;
       for (size_t p = 0; p < kc; ++p, src += b_rs) {
+        if (p + kPackBAhead < kc) hwy::Prefetch(src + kPackBAhead * b_rs);
         float* dst = out + p * nr_full;
         if (w == nr_full) {
           hn::StoreU(hn::LoadU(d, src), d, dst);
