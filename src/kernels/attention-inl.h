@@ -489,6 +489,10 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
   if (prefetch) far.From(bk);
 }
 
+// Bytes of a block's V rows that stay in L1 between value passes: half of the smallest L1D of
+// the x86 cores we target (32 KiB).
+constexpr size_t kDecodeL1Bytes = 16 << 10;
+
 // o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
 // o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
 // Passes of up to 4 vectors of the rows (at most kDecodeAccs accumulators), so a V block is
@@ -498,14 +502,20 @@ template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
                                   size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,
                                   size_t ldo, size_t dv, const Far& far) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   constexpr size_t kChunks = std::max<size_t>(1, std::min<size_t>(4, kDecodeAccs / kCols));
   const size_t N = hn::Lanes(DF());
+  // Passes of 3 vectors cut rows off cache-line boundaries: only where the block stays in L1
+  // from one pass to the next (a dense f32 decode block, 256 keys of 128 floats, rereads each
+  // pass from L2: 2 threads at 32768 keys ran 7-9% slower with 3 than with 2).
+  const bool in_l1 = bk * dv * sizeof(T) <= kDecodeL1Bytes;
+  const size_t most = kChunks == 3 && !in_l1 ? 2 : kChunks;
   size_t i0 = 0;
-  // Whole vectors: passes of kChunks, then of 2, then 1; with 3 a pass, 4 vectors left go as
+  // Whole vectors: passes of `most`, then of 2, then 1; with 3 a pass, 4 vectors left go as
   // 2 + 2 (a 1-vector pass keeps only kCols FMA chains: d 64 on AVX2 runs 3, 3, 2, not 3, 3, 1, 1).
   for (size_t left = dv / N; left != 0;) {
-    const bool full = left >= kChunks && !(kChunks == 3 && left == 4);
-    const size_t chunks = full ? kChunks : left >= 2 ? 2 : 1;
+    const bool full = left >= most && !(most == 3 && left == 4);
+    const size_t chunks = full ? most : left >= 2 ? 2 : 1;
     if (chunks == kChunks) {
       AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
     } else if constexpr (kChunks > 2) {
