@@ -518,14 +518,10 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
     const size_t chunks = full ? most : left >= 2 ? 2 : 1;
     if (chunks == kChunks) {
       AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
-    } else if constexpr (kChunks > 2) {
-      if (chunks == 2) {
-        AccumulatePass<kCols, 2>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
-      } else {
-        AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
-      }
-    } else {
+    } else if (chunks == 1) {
       AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+    } else if constexpr (kChunks > 2) {  // chunks == 2 < kChunks
+      AccumulatePass<kCols, 2>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
     }
     i0 += chunks * N;
     left -= chunks;
