@@ -825,14 +825,14 @@ FollowingKeys FollowingKeysOf(const SdpaArgs& a, const SdpaTask& t, int64_t end,
 
 // The blocks of keys [lo, hi) for every head of hs: per block, the row lists of K and V once
 // (their first head's rows; the others are elements further), then each head's scores, online
-// softmax and values, while the K and V rows of that head that follow (FollowingKeysOf) are
-// asked into L2.
+// softmax and values, while the K and V rows that follow (FollowingKeysOf) are asked into L2 in
+// address order (FarSweep), a 1 / (2 nh) slice of them during each kernel call.
 template <class T>
 void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo, int64_t hi,
                        float* s) {
   const int64_t bkeys = PagedDecodeBlockKeys(a, nh);
   const size_t dk = static_cast<size_t>(a.d_k), dv = static_cast<size_t>(a.d_v);
-  using Far = FarRows<ListedRows<T>>;
+  using Far = FarSweep<T>;
   const T* lists[4][kMaxAttentionBlockKeys];
   const T** k = lists[0], **v = lists[1], **k_next = lists[2], **v_next = lists[3];
   const int64_t first = std::min(bkeys, hi - lo);
@@ -844,13 +844,23 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
     const int64_t next = f.n;
     PagedRowList(a, f.t, false, f.k0, next, k_next);
     PagedRowList(a, f.t, true, f.k0, dv == 0 ? 0 : next, v_next);
+    // The next block's lines: K's rows of all nh heads, then V's, in 2 nh slices.
+    const size_t line_of = 64 / sizeof(T), heads = static_cast<size_t>(nh);
+    const size_t k_lines = (heads * dk + line_of - 1) / line_of;
+    const size_t v_lines = (heads * dv + line_of - 1) / line_of;  // 0 when dv == 0
+    const size_t lines = static_cast<size_t>(next) * (k_lines + v_lines);
+    const size_t slices = 2 * heads, steps = static_cast<size_t>(bk);
     for (int64_t h = 0; h < nh; ++h) {  // head h: elements h * d past the listed rows
       const DecodeHead& e = hs[h];
       const size_t hk = static_cast<size_t>(h) * dk, hv = static_cast<size_t>(h) * dv;
-      DecodeBlock(a, e.t, e.c, e.qt, k0, bk, ListedRows<T>{k, hk},
-                  Far{{k_next, hk}, static_cast<size_t>(next), dk * sizeof(T)},
-                  ListedRows<T>{v, hv}, Far{{v_next, hv}, static_cast<size_t>(next), dv * sizeof(T)},
-                  s, e.m, e.l, e.o);
+      const size_t i = 2 * static_cast<size_t>(h);
+      auto slice = [&](size_t j) {
+        const size_t l0 = lines * j / slices, l1 = lines * (j + 1) / slices;
+        return Far(k_next, v_next, static_cast<size_t>(next), k_lines, v_lines, l0, l1,
+                   (l1 - l0 + steps - 1) / steps);
+      };
+      DecodeBlock(a, e.t, e.c, e.qt, k0, bk, ListedRows<T>{k, hk}, slice(i), ListedRows<T>{v, hv},
+                  slice(i + 1), s, e.m, e.l, e.o);
     }
     std::swap(k, k_next);
     std::swap(v, v_next);
