@@ -322,17 +322,17 @@ class FarSweep {
     row_ = i / per_row;
     Enter(i % per_row);
   }
-  HWY_INLINE void At(size_t) const { Lines(per_step_); }
-  HWY_INLINE void From(size_t) const { Lines(left_); }
+  HWY_INLINE void At(size_t) { Lines(per_step_); }
+  HWY_INLINE void From(size_t) { Lines(left_); }
 
  private:
   // Points at line `line` of row row_ of the current list.
-  HWY_INLINE void Enter(size_t line) const {
+  HWY_INLINE void Enter(size_t line) {
     const char* row = reinterpret_cast<const char*>((is_k_ ? k_ : v_)[row_]);
     end_ = row + (is_k_ ? k_lines_ : v_lines_) * 64;
     at_ = row + line * 64;
   }
-  HWY_INLINE void Lines(size_t count) const {
+  HWY_INLINE void Lines(size_t count) {
     for (count = std::min(count, left_); count != 0; --count) {
       __builtin_prefetch(at_, 0, 1);
       at_ += 64;
@@ -345,10 +345,10 @@ class FarSweep {
   const T* const* k_;
   const T* const* v_;
   size_t n_, k_lines_, v_lines_;
-  mutable size_t left_, per_step_, row_ = 0;
-  mutable const char* at_ = nullptr;
-  mutable const char* end_ = nullptr;
-  mutable bool is_k_ = true;
+  size_t left_, per_step_, row_ = 0;
+  const char* at_ = nullptr;
+  const char* end_ = nullptr;
+  bool is_k_ = true;
 };
 
 struct NoFarRows {
@@ -430,7 +430,7 @@ HWY_INLINE void ScoreStep(DF d, const T* const (&kr)[kRows], const float* HWY_RE
 // the sanitizer build of src/ops/sdpa.cc took over 20 minutes. A call per block costs nothing.)
 template <size_t kCols, class Rows, class Far>
 HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT q, size_t dk,
-                              float scale, float* HWY_RESTRICT s, size_t ld, const Far& far) {
+                              float scale, float* HWY_RESTRICT s, size_t ld, Far far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   // Keys per step: kDecodeAccs accumulators of whole quads of columns, so on AVX-512 4 keys for
   // up to 4 columns (each Q vector load feeds 4 FMAs, so loads stop limiting a core with one
@@ -496,7 +496,7 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
 template <size_t kCols, size_t kChunks, class Rows, class Far>
 HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
                                const float* HWY_RESTRICT corr, float* HWY_RESTRICT o, size_t ldo,
-                               size_t i0, size_t w, bool prefetch, size_t dv, const Far& far) {
+                               size_t i0, size_t w, bool prefetch, size_t dv, Far far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   const DF d;
   const size_t N = hn::Lanes(d);
