@@ -489,25 +489,69 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
   far.From((bk + kRows - 1) / kRows * kRows);
 }
 
+// bf16 V rows on AVX2 widen 2 vectors from one 256-bit load, each by one interleave with zero
+// (VPUNPCK{L,H}WD, the load folded in): elements 0-3 | 8-11 and 4-7 | 12-15, where
+// VPMOVZXWD and a shift took two operations per vector on the ports that Zen 3 shares with an
+// FMA pipe. A pass keeps such pairs' accumulators in that order (each element's sum, and so
+// the result, is unchanged: values accumulate element-wise).
+template <class T, size_t kChunks>
+constexpr size_t kPairedChunks =
+    std::is_same_v<T, Bf16> && HWY_TARGET == HWY_AVX2 ? kChunks / 2 * 2 : 0;
+
+#if HWY_TARGET == HWY_AVX2
+// Output elements [0, 2N) of o -> (lo, hi) order and back (T: the V type, Bf16).
+template <class T>
+HWY_INLINE void LoadPaired(DF d, const float* HWY_RESTRICT o, VF& lo, VF& hi) {
+  const VF a = hn::LoadU(d, o), b = hn::LoadU(d, o + hn::Lanes(d));
+  lo = hn::ConcatLowerLower(d, b, a);
+  hi = hn::ConcatUpperUpper(d, b, a);
+}
+template <class T>
+HWY_INLINE void StorePaired(DF d, VF lo, VF hi, float* HWY_RESTRICT o) {
+  hn::StoreU(hn::ConcatLowerLower(d, hi, lo), d, o);
+  hn::StoreU(hn::ConcatUpperUpper(d, hi, lo), d, o + hn::Lanes(d));
+}
+// 2N bf16 at p -> (lo, hi) order, widened.
+template <class T>
+HWY_INLINE void LoadWidePaired(DF d, const T* HWY_RESTRICT p, VF& lo, VF& hi) {
+  const hn::Repartition<uint16_t, DF> du;
+  const auto x = hn::LoadU(du, reinterpret_cast<const uint16_t*>(p));
+  lo = hn::BitCast(d, hn::InterleaveLower(du, hn::Zero(du), x));
+  hi = hn::BitCast(d, hn::InterleaveUpper(du, hn::Zero(du), x));
+}
+#else  // declared only: kPairedChunks is 0
+template <class T>
+void LoadPaired(DF d, const float* HWY_RESTRICT o, VF& lo, VF& hi);
+template <class T>
+void StorePaired(DF d, VF lo, VF hi, float* HWY_RESTRICT o);
+template <class T>
+void LoadWidePaired(DF d, const T* HWY_RESTRICT p, VF& lo, VF& hi);
+#endif
+
 // One pass of AccumulateByRowsT over elements [i0, i0 + kChunks * N) of the output rows (whole
 // vectors, or one vector of w < N elements when kChunks == 1): kCols * kChunks accumulators,
-// each V row of the block read once per pass.
+// each V row of the block read once per pass (the first kPairedChunks in pairs, above).
 // (Not inlined, as ScoresByRowsT.)
 template <size_t kCols, size_t kChunks, class Rows, class Far>
 HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
                                const float* HWY_RESTRICT corr, float* HWY_RESTRICT o, size_t ldo,
                                size_t i0, size_t w, bool prefetch, size_t dv, Far far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
+  constexpr size_t kPaired = kPairedChunks<T, kChunks>;
   const DF d;
   const size_t N = hn::Lanes(d);
   const bool whole = kChunks > 1 || w == N;
   VF acc[kCols][kChunks];
   for (size_t j = 0; j < kCols; ++j) {
     const VF cj = hn::Set(d, corr[j]);
-    for (size_t u = 0; u < kChunks; ++u) {
-      float* oj = o + j * ldo + i0 + u * N;
-      acc[j][u] = hn::Mul(whole ? hn::LoadU(d, oj) : LoadPartial(d, oj, w, 0.0f), cj);
+    float* oj = o + j * ldo + i0;
+    if constexpr (kPaired != 0) {
+      for (size_t u = 0; u < kPaired; u += 2) LoadPaired<T>(d, oj + u * N, acc[j][u], acc[j][u + 1]);
     }
+    for (size_t u = kPaired; u < kChunks; ++u) {
+      acc[j][u] = whole ? hn::LoadU(d, oj + u * N) : LoadPartial(d, oj, w, 0.0f);
+    }
+    for (size_t u = 0; u < kChunks; ++u) acc[j][u] = hn::Mul(acc[j][u], cj);
   }
   for (size_t r = 0; r < bk; ++r) {
     if (prefetch) {
@@ -519,7 +563,10 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
     }
     const T* vr = rows[r] + i0;
     VF vv[kChunks];
-    for (size_t u = 0; u < kChunks; ++u) {
+    if constexpr (kPaired != 0) {
+      for (size_t u = 0; u < kPaired; u += 2) LoadWidePaired<T>(d, vr + u * N, vv[u], vv[u + 1]);
+    }
+    for (size_t u = kPaired; u < kChunks; ++u) {
       vv[u] = whole ? LoadWide(d, vr + u * N) : LoadWidePartial(d, vr, w);
     }
     for (size_t j = 0; j < kCols; ++j) {
@@ -528,10 +575,13 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
     }
   }
   for (size_t j = 0; j < kCols; ++j) {
-    for (size_t u = 0; u < kChunks; ++u) {
-      float* oj = o + j * ldo + i0 + u * N;
+    float* oj = o + j * ldo + i0;
+    if constexpr (kPaired != 0) {
+      for (size_t u = 0; u < kPaired; u += 2) StorePaired<T>(d, acc[j][u], acc[j][u + 1], oj + u * N);
+    }
+    for (size_t u = kPaired; u < kChunks; ++u) {
       if (whole) {
-        hn::StoreU(acc[j][u], d, oj);
+        hn::StoreU(acc[j][u], d, oj + u * N);
       } else {
         StorePartial(acc[j][u], d, oj, w);
       }
