@@ -281,55 +281,46 @@ ListedRows(const T* const*) -> ListedRows<T>;
 template <class T>
 ListedRows(const T* const*, size_t) -> ListedRows<T>;
 
-// Rows a decode kernel asks into L2 while it streams its own, one per key it consumes (the rest
-// after its last key): the operand the caller reads next (V during the scores, the next block's
-// K during the accumulation), a whole block ahead, which the in-block prefetch below cannot be
-// when rows sit a page apart (a paged cache's kv heads interleave). Not into L1 (a block of V
-// can be as large as L1D): PREFETCHT2 (Zen 4, bf16 decode of 32768 keys: none 10.9 ms, T0 12.8,
-// NTA 13.4, T1 6.6, T2 6.4).
+// Lines a decode kernel asks into L2 while it streams its own rows: the operand the caller reads
+// next (dense: V during the scores, the next block's K during the values; paged: a slice of the
+// next block), a block ahead of its use, which the in-block prefetch cannot be when rows sit a
+// page apart (a paged cache's kv heads interleave). Lines [l0, l1) of the rows a[0..n)
+// (a_lines lines each) followed by the rows b[0..n) (b_lines each), in that order; a kernel
+// calls Spread with the steps it will take (its rows times its passes), At once a step, and
+// Finish after its last. Not into L1 (a block of V can be as large as L1D): PREFETCHT2 (Zen 4,
+// bf16 decode of 32768 keys: none 10.9 ms, T0 12.8, NTA 13.4, T1 6.6, T2 6.4).
+// A paged block's 2 kernel calls per head take consecutive slices of the next block: a core's
+// requests run through memory in order, spread evenly over all its steps. Zen 3, bf16, 32 heads
+// over 8 of 128, 32768 keys: one head's rows at a time (256 B every 2 KiB) bought nothing over
+// no far prefetch; in address order one thread went from 67 to 57 ns a key and kv head, and
+// spread over all value passes (not only the first) to 53; two threads, time over the read time
+// of 2x the bytes in the same process, 1.19 -> 0.88 -> 0.73 (median).
 template <class Rows>
-struct FarRows {
-  Rows rows;
-  size_t n, bytes;  // rows, bytes of each
-  HWY_INLINE void At(size_t r) const {
-    if (r >= n) return;
-    const char* row = reinterpret_cast<const char*>(rows[r]);
-    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 1);
-  }
-  HWY_INLINE void From(size_t r) const {
-    for (; r < n; ++r) At(r);
-  }
-};
-// The next block of a paged decode range, asked into L2 (PREFETCHT2, as FarRows) in address
-// order: lines [l0, l1) of the K rows k[0..n) and then the V rows v[0..n) (a key's rows of all
-// the kv heads a task covers, adjacent in the cache), `per_step` lines an At call. The 2 calls
-// (scores, values) of each head of a block take consecutive slices, so a core's requests run
-// through memory in order, where FarRows asked one head's rows at a time, 2-4 KiB apart (Zen 3,
-// bf16, 32 heads over 8 of 128, 32768 keys: one thread 67 -> 57 ns a key and kv head; two
-// threads, time over the same-process read time of 2x the bytes: 1.19 -> 0.88).
-template <class T>
-class FarSweep {
+class FarLines {
  public:
-  // Lines [l0, l1) of the K then V rows, `per_step` lines an At call.
-  FarSweep(const T* const* k, const T* const* v, size_t n, size_t k_lines, size_t v_lines,
-           size_t l0, size_t l1, size_t per_step)
-      : k_(k), v_(v), n_(n), k_lines_(k_lines), v_lines_(v_lines), left_(l1 - l0),
-        per_step_(per_step) {
-    if (left_ == 0) return;  // (no row formed: the lists may be empty)
-    const size_t k_end = n * k_lines;
-    is_k_ = l0 < k_end;
-    const size_t per_row = is_k_ ? k_lines : v_lines, i = is_k_ ? l0 : l0 - k_end;
+  FarLines(const Rows& a, const Rows& b, size_t n, size_t a_lines, size_t b_lines, size_t l0,
+           size_t l1)
+      : a_(a), b_(b), n_(n), a_lines_(a_lines), b_lines_(b_lines), left_(l1 - l0) {
+    if (left_ == 0) return;  // (no row address formed: the lists may be empty)
+    const size_t a_end = n * a_lines;
+    in_a_ = l0 < a_end;
+    const size_t per_row = in_a_ ? a_lines : b_lines, i = in_a_ ? l0 : l0 - a_end;
     row_ = i / per_row;
     Enter(i % per_row);
   }
-  HWY_INLINE void At(size_t) { Lines(per_step_); }
-  HWY_INLINE void From(size_t) { Lines(left_); }
+  // The whole rows a[0..n).
+  FarLines(const Rows& a, size_t n, size_t bytes)
+      : FarLines(a, a, n, (bytes + 63) / 64, 0, 0, n * ((bytes + 63) / 64)) {}
+
+  HWY_INLINE void Spread(size_t steps) { per_step_ = (left_ + steps - 1) / std::max<size_t>(steps, 1); }
+  HWY_INLINE void At() { Lines(per_step_); }
+  HWY_INLINE void Finish() { Lines(left_); }
 
  private:
   // Points at line `line` of row row_ of the current list.
   HWY_INLINE void Enter(size_t line) {
-    const char* row = reinterpret_cast<const char*>((is_k_ ? k_ : v_)[row_]);
-    end_ = row + (is_k_ ? k_lines_ : v_lines_) * 64;
+    const char* row = reinterpret_cast<const char*>(in_a_ ? a_[row_] : b_[row_]);
+    end_ = row + (in_a_ ? a_lines_ : b_lines_) * 64;
     at_ = row + line * 64;
   }
   HWY_INLINE void Lines(size_t count) {
@@ -337,23 +328,23 @@ class FarSweep {
       __builtin_prefetch(at_, 0, 1);
       at_ += 64;
       if (--left_ != 0 && at_ == end_) {
-        if (++row_ == n_) is_k_ = false, row_ = 0;
+        if (++row_ == n_) in_a_ = false, row_ = 0;
         Enter(0);
       }
     }
   }
-  const T* const* k_;
-  const T* const* v_;
-  size_t n_, k_lines_, v_lines_;
-  size_t left_, per_step_, row_ = 0;
+  Rows a_, b_;
+  size_t n_, a_lines_, b_lines_;
+  size_t left_, per_step_ = 0, row_ = 0;
   const char* at_ = nullptr;
   const char* end_ = nullptr;
-  bool is_k_ = true;
+  bool in_a_ = true;
 };
 
-struct NoFarRows {
-  HWY_INLINE void At(size_t) const {}
-  HWY_INLINE void From(size_t) const {}
+struct NoFarLines {
+  HWY_INLINE void Spread(size_t) {}
+  HWY_INLINE void At() {}
+  HWY_INLINE void Finish() {}
 };
 
 #if HWY_TARGET != HWY_SCALAR
@@ -439,6 +430,7 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
   constexpr size_t kRows = kDecodeAccs / (4 * kGroups);
   const DF d;
   const size_t N = hn::Lanes(d);
+  far.Spread((bk + kRows - 1) / kRows * kRows);
   for (size_t r = 0; r < bk; r += kRows) {
     const T* kr[kRows];
     for (size_t u = 0; u < kRows; ++u) {  // a short tail repeats row r, discarded
@@ -449,7 +441,7 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
       const T* row = rows[ahead];
       for (size_t p = 0; p < dk; p += 64 / sizeof(T)) hwy::Prefetch(row + p);
     }
-    for (size_t u = 0; u < kRows; ++u) far.At(r + u);
+    for (size_t u = 0; u < kRows; ++u) far.At();
     VF acc[kRows][kCols];
     for (size_t u = 0; u < kRows; ++u) {
       for (size_t j = 0; j < kCols; ++j) acc[u][j] = hn::Zero(d);
@@ -486,7 +478,7 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
     }
 #endif
   }
-  far.From((bk + kRows - 1) / kRows * kRows);
+  far.Finish();
 }
 
 // bf16 V rows on AVX2 widen 2 vectors from one 256-bit load, each by one interleave with zero
@@ -535,7 +527,7 @@ void LoadWidePaired(DF d, const T* HWY_RESTRICT p, VF& lo, VF& hi);
 template <size_t kCols, size_t kChunks, class Rows, class Far>
 HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
                                const float* HWY_RESTRICT corr, float* HWY_RESTRICT o, size_t ldo,
-                               size_t i0, size_t w, bool prefetch, size_t dv, Far far) {
+                               size_t i0, size_t w, bool prefetch, size_t dv, Far& far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   constexpr size_t kPaired = kPairedChunks<T, kChunks>;
   const DF d;
@@ -559,8 +551,8 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
         const T* ahead = rows[r + kPrefetchRows];
         for (size_t i = 0; i < dv; i += 64 / sizeof(T)) hwy::Prefetch(ahead + i);
       }
-      far.At(r);
     }
+    far.At();
     const T* vr = rows[r] + i0;
     VF vv[kChunks];
     if constexpr (kPaired != 0) {
@@ -587,7 +579,6 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
       }
     }
   }
-  if (prefetch) far.From(bk);
 }
 
 // Bytes of a block's V rows that stay in L1 between value passes: half of the smallest L1D of
@@ -597,12 +588,20 @@ constexpr size_t kDecodeL1Bytes = 16 << 10;
 // o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
 // o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
 // Passes of up to 4 vectors of the rows (at most kDecodeAccs accumulators), so a V block is
-// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT,
-// during the first pass.
+// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT
+// during the first pass; far's lines are spread over all passes.
+// Vectors of the next value pass of AccumulateByRowsT with `left` whole vectors to go, passes
+// of `most`: then 2, then 1; with 3 a pass, 4 vectors left go as 2 + 2 (a 1-vector pass keeps
+// only kCols FMA chains: d 64 on AVX2 runs 3, 3, 2, not 3, 3, 1, 1).
+HWY_INLINE size_t PassChunks(size_t left, size_t most) {
+  const bool full = left >= most && !(most == 3 && left == 4);
+  return full ? most : left >= 2 ? 2 : 1;
+}
+
 template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
                                   size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,
-                                  size_t ldo, size_t dv, const Far& far) {
+                                  size_t ldo, size_t dv, Far far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   constexpr size_t kChunks = std::max<size_t>(1, std::min<size_t>(4, kDecodeAccs / kCols));
   const size_t N = hn::Lanes(DF());
@@ -611,12 +610,12 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
   // pass from L2: 2 threads at 32768 keys ran 7-9% slower with 3 than with 2).
   const bool in_l1 = bk * dv * sizeof(T) <= kDecodeL1Bytes;
   const size_t most = kChunks == 3 && !in_l1 ? 2 : kChunks;
+  size_t passes = dv % N != 0;  // (a partial vector last)
+  for (size_t left = dv / N; left != 0; left -= PassChunks(left, most)) ++passes;
+  far.Spread(passes * bk);
   size_t i0 = 0;
-  // Whole vectors: passes of `most`, then of 2, then 1; with 3 a pass, 4 vectors left go as
-  // 2 + 2 (a 1-vector pass keeps only kCols FMA chains: d 64 on AVX2 runs 3, 3, 2, not 3, 3, 1, 1).
   for (size_t left = dv / N; left != 0;) {
-    const bool full = left >= most && !(most == 3 && left == 4);
-    const size_t chunks = full ? most : left >= 2 ? 2 : 1;
+    const size_t chunks = PassChunks(left, most);
     if (chunks == kChunks) {
       AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
     } else if (chunks == 1) {
@@ -630,6 +629,7 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
   if (i0 < dv) {  // a partial vector
     AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, dv - i0, i0 == 0, dv, far);
   }
+  far.Finish();
 }
 
 // Calls F<n>::Run(args...) for the runtime column count 1 <= n <= kRowCols.
@@ -645,18 +645,18 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
     default: CALL(8); break;            \
   }
 
-template <class Rows, class Far = NoFarRows>
+template <class Rows, class Far = NoFarLines>
 HWY_INLINE void ScoresByRows(const Rows& rows, size_t bk, const float* q, size_t ncols, size_t dk,
-                             float scale, float* s, size_t ld, const Far& far = Far()) {
+                             float scale, float* s, size_t ld, Far far = Far()) {
 #define SIMDATTN_SCORES(C) ScoresByRowsT<C>(rows, bk, q, dk, scale, s, ld, far)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_SCORES)
 #undef SIMDATTN_SCORES
 }
 
-template <class Rows, class Far = NoFarRows>
+template <class Rows, class Far = NoFarLines>
 HWY_INLINE void AccumulateByRows(const Rows& rows, size_t bk, const float* p, size_t ld,
                                  size_t ncols, const float* corr, float* o, size_t ldo, size_t dv,
-                                 const Far& far = Far()) {
+                                 Far far = Far()) {
 #define SIMDATTN_ACCUMULATE(C) AccumulateByRowsT<C>(rows, bk, p, ld, corr, o, ldo, dv, far)
   SIMDATTN_DISPATCH_COLS(ncols, SIMDATTN_ACCUMULATE)
 #undef SIMDATTN_ACCUMULATE

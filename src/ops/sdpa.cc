@@ -485,7 +485,7 @@ void DecodeBlock(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const f
 
 // The decode sweep of dense K/V over keys [lo, hi) in blocks (DecodeBlock). While a block's
 // scores run its V rows are asked into L2, and while its values accumulate the next block's K
-// rows (FarRows): each row a block ahead of its use. (A paged cache's decode: PagedDecodeBlocks.)
+// rows (FarLines): each row a block ahead of its use. (A paged cache's decode: PagedDecodeBlocks.)
 void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const float* qt, float* s,
                   float* m, float* l, float* o, int64_t lo, int64_t hi) {
   // Rows of keys [k0, k0 + n) of K or V (an address is formed only for n > 0).
@@ -495,7 +495,7 @@ void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const 
     const float* base = is_v ? a.v : a.k;
     return {base + KvBase(a, t.b, st) + t.kvh * st.head + k0 * st.seq, static_cast<size_t>(st.seq)};
   };
-  using Far = FarRows<StridedRows<float>>;
+  using Far = FarLines<StridedRows<float>>;
   const size_t k_bytes = static_cast<size_t>(a.d_k) * sizeof(float);
   const size_t v_bytes = static_cast<size_t>(a.d_v) * sizeof(float);
   StridedRows<float> k = rows(false, lo, std::min(a.block_keys, hi - lo));
@@ -507,8 +507,8 @@ void DecodeBlocks(const SdpaArgs& a, const SdpaTask& t, const Columns& c, const 
     const int64_t v_keys = a.d_v == 0 ? 0 : bk;  // (d_v == 0: no V address formed)
     const StridedRows<float> v = rows(true, k0, v_keys);
     const StridedRows<float> k_next = rows(false, k0 + bk, next);
-    DecodeBlock(a, t, c, qt, k0, bk, k, Far{v, static_cast<size_t>(v_keys), v_bytes}, v,
-                Far{k_next, static_cast<size_t>(next), k_bytes}, s, m, l, o);
+    DecodeBlock(a, t, c, qt, k0, bk, k, Far(v, static_cast<size_t>(v_keys), v_bytes), v,
+                Far(k_next, static_cast<size_t>(next), k_bytes), s, m, l, o);
     k = k_next;
   }
 }
@@ -826,13 +826,13 @@ FollowingKeys FollowingKeysOf(const SdpaArgs& a, const SdpaTask& t, int64_t end,
 // The blocks of keys [lo, hi) for every head of hs: per block, the row lists of K and V once
 // (their first head's rows; the others are elements further), then each head's scores, online
 // softmax and values, while the K and V rows that follow (FollowingKeysOf) are asked into L2 in
-// address order (FarSweep), a 1 / (2 nh) slice of them during each kernel call.
+// address order (FarLines), a 1 / (2 nh) slice of them during each kernel call.
 template <class T>
 void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo, int64_t hi,
                        float* s) {
   const int64_t bkeys = PagedDecodeBlockKeys(a, nh);
   const size_t dk = static_cast<size_t>(a.d_k), dv = static_cast<size_t>(a.d_v);
-  using Far = FarSweep<T>;
+  using Far = FarLines<ListedRows<T>>;
   const T* lists[4][kMaxAttentionBlockKeys];
   const T** k = lists[0], **v = lists[1], **k_next = lists[2], **v_next = lists[3];
   const int64_t first = std::min(bkeys, hi - lo);
@@ -849,15 +849,15 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
     const size_t k_lines = (heads * dk + line_of - 1) / line_of;
     const size_t v_lines = (heads * dv + line_of - 1) / line_of;  // 0 when dv == 0
     const size_t lines = static_cast<size_t>(next) * (k_lines + v_lines);
-    const size_t slices = 2 * heads, steps = static_cast<size_t>(bk);
+    const size_t slices = 2 * heads;
     for (int64_t h = 0; h < nh; ++h) {  // head h: elements h * d past the listed rows
       const DecodeHead& e = hs[h];
       const size_t hk = static_cast<size_t>(h) * dk, hv = static_cast<size_t>(h) * dv;
       const size_t i = 2 * static_cast<size_t>(h);
       auto slice = [&](size_t j) {
         const size_t l0 = lines * j / slices, l1 = lines * (j + 1) / slices;
-        return Far(k_next, v_next, static_cast<size_t>(next), k_lines, v_lines, l0, l1,
-                   (l1 - l0 + steps - 1) / steps);
+        return Far(ListedRows<T>{k_next}, ListedRows<T>{v_next}, static_cast<size_t>(next),
+                   k_lines, v_lines, l0, l1);
       };
       DecodeBlock(a, e.t, e.c, e.qt, k0, bk, ListedRows<T>{k, hk}, slice(i), ListedRows<T>{v, hv},
                   slice(i + 1), s, e.m, e.l, e.o);
