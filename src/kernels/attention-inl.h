@@ -312,7 +312,9 @@ class FarLines {
   FarLines(const Rows& a, size_t n, size_t bytes)
       : FarLines(a, a, n, (bytes + 63) / 64, 0, 0, n * ((bytes + 63) / 64)) {}
 
-  HWY_INLINE void Spread(size_t steps) { per_step_ = (left_ + steps - 1) / std::max<size_t>(steps, 1); }
+  HWY_INLINE void Spread(size_t steps) {
+    per_step_ = steps == 0 ? left_ : (left_ + steps - 1) / steps;
+  }
   HWY_INLINE void At() { Lines(per_step_); }
   HWY_INLINE void Finish() { Lines(left_); }
 
@@ -538,7 +540,9 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
     const VF cj = hn::Set(d, corr[j]);
     float* oj = o + j * ldo + i0;
     if constexpr (kPaired != 0) {
-      for (size_t u = 0; u < kPaired; u += 2) LoadPaired<T>(d, oj + u * N, acc[j][u], acc[j][u + 1]);
+      for (size_t u = 0; u < kPaired; u += 2) {
+        LoadPaired<T>(d, oj + u * N, acc[j][u], acc[j][u + 1]);
+      }
     }
     for (size_t u = kPaired; u < kChunks; ++u) {
       acc[j][u] = whole ? hn::LoadU(d, oj + u * N) : LoadPartial(d, oj, w, 0.0f);
@@ -569,7 +573,9 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
   for (size_t j = 0; j < kCols; ++j) {
     float* oj = o + j * ldo + i0;
     if constexpr (kPaired != 0) {
-      for (size_t u = 0; u < kPaired; u += 2) StorePaired<T>(d, acc[j][u], acc[j][u + 1], oj + u * N);
+      for (size_t u = 0; u < kPaired; u += 2) {
+        StorePaired<T>(d, acc[j][u], acc[j][u + 1], oj + u * N);
+      }
     }
     for (size_t u = kPaired; u < kChunks; ++u) {
       if (whole) {
@@ -585,11 +591,6 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
 // the x86 cores we target (32 KiB).
 constexpr size_t kDecodeL1Bytes = 16 << 10;
 
-// o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
-// o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
-// Passes of up to 4 vectors of the rows (at most kDecodeAccs accumulators), so a V block is
-// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT
-// during the first pass; far's lines are spread over all passes.
 // Vectors of the next value pass of AccumulateByRowsT with `left` whole vectors to go, passes
 // of `most`: then 2, then 1; with 3 a pass, 4 vectors left go as 2 + 2 (a 1-vector pass keeps
 // only kCols FMA chains: d 64 on AVX2 runs 3, 3, 2, not 3, 3, 1, 1).
@@ -598,6 +599,11 @@ HWY_INLINE size_t PassChunks(size_t left, size_t most) {
   return full ? most : left >= 2 ? 2 : 1;
 }
 
+// o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
+// o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
+// Passes of up to 4 vectors of the rows (at most kDecodeAccs accumulators), so a V block is
+// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT
+// during the first pass; far's lines are spread over all passes.
 template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
                                   size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,

@@ -849,16 +849,15 @@ void PagedDecodeBlocks(const SdpaArgs& a, DecodeHead* hs, int64_t nh, int64_t lo
     const size_t k_lines = (heads * dk + line_of - 1) / line_of;
     const size_t v_lines = (heads * dv + line_of - 1) / line_of;  // 0 when dv == 0
     const size_t lines = static_cast<size_t>(next) * (k_lines + v_lines);
-    const size_t slices = 2 * heads;
+    auto slice = [&](size_t j) {  // slice j of 2 nh
+      const size_t l0 = lines * j / (2 * heads), l1 = lines * (j + 1) / (2 * heads);
+      return Far(ListedRows<T>{k_next}, ListedRows<T>{v_next}, static_cast<size_t>(next), k_lines,
+                 v_lines, l0, l1);
+    };
     for (int64_t h = 0; h < nh; ++h) {  // head h: elements h * d past the listed rows
       const DecodeHead& e = hs[h];
       const size_t hk = static_cast<size_t>(h) * dk, hv = static_cast<size_t>(h) * dv;
       const size_t i = 2 * static_cast<size_t>(h);
-      auto slice = [&](size_t j) {
-        const size_t l0 = lines * j / slices, l1 = lines * (j + 1) / slices;
-        return Far(ListedRows<T>{k_next}, ListedRows<T>{v_next}, static_cast<size_t>(next),
-                   k_lines, v_lines, l0, l1);
-      };
       DecodeBlock(a, e.t, e.c, e.qt, k0, bk, ListedRows<T>{k, hk}, slice(i), ListedRows<T>{v, hv},
                   slice(i + 1), s, e.m, e.l, e.o);
     }
