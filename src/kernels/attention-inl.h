@@ -249,10 +249,6 @@ HWY_INLINE void AlibiBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t n
 // would waste most of its NR lanes. At most kRowCols columns.
 constexpr size_t kRowCols = 8;
 constexpr size_t kFloatsPerLine = 64 / sizeof(float);
-// Rows (keys) ahead that decode prefetches K and V rows within a block: ~8 rows of 512 B cover
-// the memory latency at the rate one core consumes them (Zen 4, 32 heads over 8, d 128, kv
-// 32768: 29.8 -> 35.9 GFLOP/s; kv 4096: 27.4 -> 42.5).
-constexpr size_t kPrefetchRows = 8;
 // Accumulators the decode kernels keep in registers, the rest holding the loaded K/V vectors
 // and the broadcast: half of AVX-512's 32; 12 of 16 below (12 + 3 loads + 1 broadcast), since
 // 8 chains of 4-cycle FMAs leave 2 FMA pipes idle whenever a load is late (Zen 3, value
@@ -283,8 +279,11 @@ ListedRows(const T* const*, size_t) -> ListedRows<T>;
 
 // Lines a decode kernel asks into L2 while it streams its own rows: the operand the caller reads
 // next (dense: V during the scores, the next block's K during the values; paged: a slice of the
-// next block), a block ahead of its use, which the in-block prefetch cannot be when rows sit a
-// page apart (a paged cache's kv heads interleave). Lines [l0, l1) of the rows a[0..n)
+// next block), a block ahead of its use. The kernels ask for nothing of their own block: rows
+// prefetched 8 ahead into L1 as well cost more instructions than they hid (Zen 3, one thread,
+// bf16 32 heads over 8 of 128: 53.5 -> 49.4 ns a key and kv head from DRAM, 50.7 -> 46.2 from
+// L3; dense f32 81 -> 72; two threads bf16 0.82 -> 0.79 and dense f32 1.28 -> 1.08 times the
+// read time of 268 MB, median of 4). Lines [l0, l1) of the rows a[0..n)
 // (a_lines lines each) followed by the rows b[0..n) (b_lines each), in that order; a kernel
 // calls Spread with the steps it will take (its rows times its passes), At once a step, and
 // Finish after its last. Not into L1 (a block of V can be as large as L1D): PREFETCHT2 (Zen 4,
@@ -416,9 +415,8 @@ HWY_INLINE void ScoreStep(DF d, const T* const (&kr)[kRows], const float* HWY_RE
 }
 
 // s[r * ld + j] = scale * dot(k_r, q_j), k_r = rows[r], q_j = q + j * dk, for r < bk, j < kCols.
-// kRows keys at a time: kRows * kCols independent FMA chains held in registers. Decode streams
-// K from memory, so each step asks for the rows kPrefetchRows ahead within the block (never an
-// address past it). K's elements: float, or Bf16/F16 widened in registers.
+// kRows keys at a time: kRows * kCols independent FMA chains held in registers. K's elements:
+// float, or Bf16/F16 widened in registers.
 // (Not inlined: one copy per instantiation, not one per call site and column count; inlined,
 // the sanitizer build of src/ops/sdpa.cc took over 20 minutes. A call per block costs nothing.)
 template <size_t kCols, class Rows, class Far>
@@ -437,11 +435,6 @@ HWY_NOINLINE void ScoresByRowsT(const Rows& rows, size_t bk, const float* HWY_RE
     const T* kr[kRows];
     for (size_t u = 0; u < kRows; ++u) {  // a short tail repeats row r, discarded
       kr[u] = rows[r + u < bk ? r + u : r];
-    }
-    const size_t end = std::min(bk, r + kRows + kPrefetchRows);
-    for (size_t ahead = r + kPrefetchRows; ahead < end; ++ahead) {
-      const T* row = rows[ahead];
-      for (size_t p = 0; p < dk; p += 64 / sizeof(T)) hwy::Prefetch(row + p);
     }
     for (size_t u = 0; u < kRows; ++u) far.At();
     VF acc[kRows][kCols];
@@ -527,9 +520,9 @@ void LoadWidePaired(DF d, const T* HWY_RESTRICT p, VF& lo, VF& hi);
 // each V row of the block read once per pass (the first kPairedChunks in pairs, above).
 // (Not inlined, as ScoresByRowsT.)
 template <size_t kCols, size_t kChunks, class Rows, class Far>
-HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p, size_t ld,
-                               const float* HWY_RESTRICT corr, float* HWY_RESTRICT o, size_t ldo,
-                               size_t i0, size_t w, bool prefetch, size_t dv, Far& far) {
+HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
+                                 size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,
+                                 size_t ldo, size_t i0, size_t w, Far& far) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows[0])>>;
   constexpr size_t kPaired = kPairedChunks<T, kChunks>;
   const DF d;
@@ -550,12 +543,6 @@ HWY_NOINLINE void AccumulatePass(const Rows& rows, size_t bk, const float* HWY_R
     for (size_t u = 0; u < kChunks; ++u) acc[j][u] = hn::Mul(acc[j][u], cj);
   }
   for (size_t r = 0; r < bk; ++r) {
-    if (prefetch) {
-      if (r + kPrefetchRows < bk) {
-        const T* ahead = rows[r + kPrefetchRows];
-        for (size_t i = 0; i < dv; i += 64 / sizeof(T)) hwy::Prefetch(ahead + i);
-      }
-    }
     far.At();
     const T* vr = rows[r] + i0;
     VF vv[kChunks];
@@ -602,8 +589,7 @@ HWY_INLINE size_t PassChunks(size_t left, size_t most) {
 // o_j = corr[j] * o_j + sum_{r < bk} p[r * ld + j] * v_r for j < kCols: the output rows o_j =
 // o + j * ldo (dv floats each), v_r = rows[r]; the sum over r runs in order for every element.
 // Passes of up to 4 vectors of the rows (at most kDecodeAccs accumulators), so a V block is
-// read dv / (kChunks N) times, not dv / N. V rows are prefetched as K rows in ScoresByRowsT
-// during the first pass; far's lines are spread over all passes.
+// read dv / (kChunks N) times, not dv / N. far's lines are spread over all passes.
 template <size_t kCols, class Rows, class Far>
 HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_RESTRICT p,
                                   size_t ld, const float* HWY_RESTRICT corr, float* HWY_RESTRICT o,
@@ -623,17 +609,17 @@ HWY_INLINE void AccumulateByRowsT(const Rows& rows, size_t bk, const float* HWY_
   for (size_t left = dv / N; left != 0;) {
     const size_t chunks = PassChunks(left, most);
     if (chunks == kChunks) {
-      AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+      AccumulatePass<kCols, kChunks>(rows, bk, p, ld, corr, o, ldo, i0, N, far);
     } else if (chunks == 1) {
-      AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+      AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, N, far);
     } else if constexpr (kChunks > 2) {  // chunks == 2 < kChunks
-      AccumulatePass<kCols, 2>(rows, bk, p, ld, corr, o, ldo, i0, N, i0 == 0, dv, far);
+      AccumulatePass<kCols, 2>(rows, bk, p, ld, corr, o, ldo, i0, N, far);
     }
     i0 += chunks * N;
     left -= chunks;
   }
   if (i0 < dv) {  // a partial vector
-    AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, dv - i0, i0 == 0, dv, far);
+    AccumulatePass<kCols, 1>(rows, bk, p, ld, corr, o, ldo, i0, dv - i0, far);
   }
   far.Finish();
 }
