@@ -248,7 +248,6 @@ HWY_INLINE void AlibiBlock(float* HWY_RESTRICT s, size_t ld, size_t bk, size_t n
 // Few query columns (decode): dot products along d instead of the register-tile GEMM, which
 // would waste most of its NR lanes. At most kRowCols columns.
 constexpr size_t kRowCols = 8;
-constexpr size_t kFloatsPerLine = 64 / sizeof(float);
 // Accumulators the decode kernels keep in registers, the rest holding the loaded K/V vectors
 // and the broadcast: half of AVX-512's 32; 12 of 16 below (12 + 3 loads + 1 broadcast), since
 // 8 chains of 4-cycle FMAs leave 2 FMA pipes idle whenever a load is late (Zen 3, value
@@ -277,23 +276,23 @@ ListedRows(const T* const*) -> ListedRows<T>;
 template <class T>
 ListedRows(const T* const*, size_t) -> ListedRows<T>;
 
-// Lines a decode kernel asks into L2 while it streams its own rows: the operand the caller reads
-// next (dense: V during the scores, the next block's K during the values; paged: a slice of the
-// next block), a block ahead of its use. The kernels ask for nothing of their own block: rows
-// prefetched 8 ahead into L1 as well cost more instructions than they hid (Zen 3, one thread,
-// bf16 32 heads over 8 of 128: 53.5 -> 49.4 ns a key and kv head from DRAM, 50.7 -> 46.2 from
-// L3; dense f32 81 -> 72; two threads bf16 0.82 -> 0.79 and dense f32 1.28 -> 1.08 times the
-// read time of 268 MB, median of 4). Lines [l0, l1) of the rows a[0..n)
-// (a_lines lines each) followed by the rows b[0..n) (b_lines each), in that order; a kernel
-// calls Spread with the steps it will take (its rows times its passes), At once a step, and
-// Finish after its last. Not into L1 (a block of V can be as large as L1D): PREFETCHT2 (Zen 4,
-// bf16 decode of 32768 keys: none 10.9 ms, T0 12.8, NTA 13.4, T1 6.6, T2 6.4).
+// Lines a decode kernel asks into L2 while it streams its own rows: lines [l0, l1) of the rows
+// a[0..n) (a_lines lines each) followed by the rows b[0..n) (b_lines each), in that order; a
+// kernel calls Spread with the steps it will take (its rows times its passes), At once a step,
+// and Finish after its last. They are the operand the caller reads next (dense: V during the
+// scores, the next block's K during the values; paged: a slice of the next block), a block ahead
+// of its use. Not into L1 (a block of V can be as large as L1D): PREFETCHT2 (Zen 4, bf16 decode
+// of 32768 keys: none 10.9 ms, T0 12.8, NTA 13.4, T1 6.6, T2 6.4).
 // A paged block's 2 kernel calls per head take consecutive slices of the next block: a core's
 // requests run through memory in order, spread evenly over all its steps. Zen 3, bf16, 32 heads
 // over 8 of 128, 32768 keys: one head's rows at a time (256 B every 2 KiB) bought nothing over
 // no far prefetch; in address order one thread went from 67 to 57 ns a key and kv head, and
 // spread over all value passes (not only the first) to 53; two threads, time over the read time
 // of 2x the bytes in the same process, 1.19 -> 0.88 -> 0.73 (median).
+// These are the decode kernels' only prefetches: rows of their own block asked 8 ahead into L1
+// as well cost more instructions than they hid (Zen 3, one thread, the shape above: 53.5 -> 49.4
+// ns from DRAM, 50.6 -> 46.2 from L3; dense f32 81 -> 72; two threads bf16 0.82 -> 0.79 and
+// dense f32 1.28 -> 1.08 times the read time of 268 MB, median of 4).
 template <class Rows>
 class FarLines {
  public:

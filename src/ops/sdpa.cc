@@ -409,7 +409,7 @@ void WithElementType(int dtype, const Fn& f) {
 }
 
 // Asks for the rows of keys [k0, min(k0 + bk, end)) of the task's K (V when is_v) into L2 (the
-// widening copy path; decode's kernels prefetch their listed rows themselves): rows
+// widening copy path; decode's kernels ask for the next block through FarLines): rows
 // kv_heads * d apart (2-4 KiB, one or two of a head's per 4 KiB page), which the hardware
 // prefetchers do not follow. Into L2, not L1: a block's rows are more lines than L1 can have in
 // flight.
